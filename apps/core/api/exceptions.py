@@ -1,0 +1,91 @@
+"""One error envelope for every API error.
+
+    {"error": {"status": 400, "code": "invalid", "message": "...",
+               "fields": {"name": ["This field is required."]}, "request_id": "..."}}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404, HttpRequest, JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from apps.core.context import get_request_id
+
+MESSAGES = {
+    400: "The request is invalid.",
+    401: "Authentication credentials were not provided or are not valid.",
+    403: "You do not have permission to perform this action.",
+    404: "Not found.",
+    405: "Method not allowed.",
+    409: "The request conflicts with the current state.",
+    429: "Too many requests.",
+    500: "Internal server error.",
+}
+
+
+def envelope(
+    status_code: int, code: str, message: str, fields: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"status": status_code, "code": code, "message": message}
+    if fields:
+        body["fields"] = fields
+    body["request_id"] = get_request_id()
+    return {"error": body}
+
+
+def _django_validation_fields(error: DjangoValidationError) -> dict[str, Any]:
+    if hasattr(error, "error_dict"):
+        return {field: [str(m) for e in errs for m in e.messages] for field, errs in
+                error.message_dict.items()}
+    return {"non_field_errors": list(error.messages)}
+
+
+def _flatten(detail: Any) -> Any:
+    if isinstance(detail, dict):
+        return {str(key): _flatten(value) for key, value in detail.items()}
+    if isinstance(detail, list):
+        return [_flatten(item) for item in detail]
+    return str(detail)
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, DjangoValidationError):
+        exc = exceptions.ValidationError(_django_validation_fields(exc))
+    elif isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    code = status.HTTP_400_BAD_REQUEST
+    if isinstance(exc, exceptions.ValidationError):
+        detail = _flatten(exc.detail)
+        fields = detail if isinstance(detail, dict) else {"non_field_errors": detail}
+        response.data = envelope(response.status_code, "invalid", MESSAGES[400], fields)
+        return response
+    code = response.status_code
+    detail = getattr(exc, "detail", None)
+    error_code = exc.get_codes() if isinstance(exc, exceptions.APIException) else "error"
+    message = str(detail) if detail else MESSAGES.get(code, "Error.")
+    response.data = envelope(code, str(error_code), message)
+    return response
+
+
+def api_error_view(status_code: int):  # type: ignore[no-untyped-def]
+    """Site-level 404/500 handlers: the envelope for /api/ paths, HTML elsewhere."""
+
+    def view(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+        return JsonResponse(
+            envelope(status_code, "not_found" if status_code == 404 else "error",
+                     MESSAGES[status_code]),
+            status=status_code,
+        )
+
+    return view

@@ -1,0 +1,13 @@
+"""Celery application. Tasks are discovered in every app's ``tasks.py``."""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
+
+app = Celery("fleetops")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()

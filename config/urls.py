@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from apps.core.api.exceptions import api_error_view
+
+api_v1 = [
+    path("", include("apps.accounts.api.urls")),
+    path("", include("apps.core.api.urls")),
+]
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("accounts/", include("allauth.urls")),
+    path("api/v1/", include((api_v1, "api"), namespace="v1")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
+    path("", include("apps.core.urls")),
+    path("", include(("apps.accounts.urls", "portal"), namespace="portal")),
+]
+
+handler404 = "config.urls.not_found"
+handler500 = "config.urls.server_error"
+
+
+def not_found(request, exception=None):  # type: ignore[no-untyped-def]
+    if request.path.startswith("/api/"):
+        return api_error_view(404)(request, exception)
+    from django.views.defaults import page_not_found
+
+    return page_not_found(request, exception)
+
+
+def server_error(request):  # type: ignore[no-untyped-def]
+    if request.path.startswith("/api/"):
+        return api_error_view(500)(request)
+    from django.views.defaults import server_error as default
+
+    return default(request)
