@@ -93,8 +93,8 @@ def _pg_user() -> str | None:
 
 
 def start_postgres(state: dict[str, str]) -> None:
-    from pgserver.utils import ensure_folder_permissions, ensure_prefix_permissions
     from pgserver._commands import POSTGRES_BIN_PATH  # type: ignore[import-untyped]
+    from pgserver.utils import ensure_folder_permissions, ensure_prefix_permissions
 
     data = VAR / "pg"
     user = _pg_user()
@@ -115,28 +115,70 @@ def start_postgres(state: dict[str, str]) -> None:
     bin_path = Path(POSTGRES_BIN_PATH)
     if not (data / "PG_VERSION").exists():
         subprocess.run(
-            [str(bin_path / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-             "--encoding=UTF8", "--locale=C"],
-            check=True, user=user, stdout=subprocess.DEVNULL,
+            [
+                str(bin_path / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+            ],
+            check=True,
+            user=user,
+            stdout=subprocess.DEVNULL,
         )
     port = free_port()
     options = f"-h 127.0.0.1 -p {port} -k {data} -c max_connections=200 -c fsync=on"
     subprocess.run(
-        [str(bin_path / "pg_ctl"), "-D", str(data), "-w", "-t", "60", "-o", options,
-         "-l", str(LOG / "postgres.log"), "start"],
-        check=True, user=user, stdout=subprocess.DEVNULL,
+        [
+            str(bin_path / "pg_ctl"),
+            "-D",
+            str(data),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            options,
+            "-l",
+            str(LOG / "postgres.log"),
+            "start",
+        ],
+        check=True,
+        user=user,
+        stdout=subprocess.DEVNULL,
     )
     pid = int((data / "postmaster.pid").read_text().split()[0])
     url = f"postgres://postgres@127.0.0.1:{port}/{DB_NAME}"
     created = subprocess.run(
-        [str(bin_path / "psql"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-tAc",
-         f"SELECT 1 FROM pg_database WHERE datname='{DB_NAME}'"],
-        check=True, capture_output=True, text=True,
+        [
+            str(bin_path / "psql"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-U",
+            "postgres",
+            "-tAc",
+            f"SELECT 1 FROM pg_database WHERE datname='{DB_NAME}'",  # noqa: S608 (a constant)
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     if created != "1":
         subprocess.run(
-            [str(bin_path / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
-             DB_NAME],
+            [
+                str(bin_path / "createdb"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-U",
+                "postgres",
+                DB_NAME,
+            ],
             check=True,
         )
     state.update(POSTGRES_PID=str(pid), DATABASE_URL=url)
@@ -148,9 +190,11 @@ def stop_postgres(state: dict[str, str]) -> None:
     data = VAR / "pg"
     if (data / "postmaster.pid").exists():
         subprocess.run(
-            [str(Path(POSTGRES_BIN_PATH) / "pg_ctl"), "-D", str(data), "-m", "fast", "-w",
-             "stop"],
-            user=_pg_user(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False,
+            [str(Path(POSTGRES_BIN_PATH) / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+            user=_pg_user(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
         )
     kill_pid(state.get("POSTGRES_PID"))
 
@@ -168,9 +212,27 @@ def start_redis(state: dict[str, str]) -> None:
     pidfile = RUN / "redis.pid"
     pidfile.unlink(missing_ok=True)
     subprocess.run(
-        [str(server), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data),
-         "--daemonize", "yes", "--pidfile", str(pidfile), "--logfile", str(LOG / "redis.log"),
-         "--appendonly", "yes", "--save", "", "--protected-mode", "yes"],
+        [
+            str(server),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dir",
+            str(data),
+            "--daemonize",
+            "yes",
+            "--pidfile",
+            str(pidfile),
+            "--logfile",
+            str(LOG / "redis.log"),
+            "--appendonly",
+            "yes",
+            "--save",
+            "",
+            "--protected-mode",
+            "yes",
+        ],
         check=True,
     )
     wait_for_port(port)
@@ -195,8 +257,12 @@ def mosquitto_binary() -> str:
     print("installing mosquitto from the OS packages...", flush=True)
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "mosquitto"], check=True, env=env,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "mosquitto"],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
     return "/usr/sbin/mosquitto"
 
 

@@ -17,5 +17,11 @@ def tree(db) -> dict[str, Organization]:
     retail = make_organization("Retail Co", acme)
     hospital = make_organization("Hospital", acme)
     store = make_organization("Store 1", retail, Organization.Kind.SITE)
-    return {"platform": platform, "acme": acme, "globex": globex, "retail": retail,
-            "hospital": hospital, "store": store}
+    return {
+        "platform": platform,
+        "acme": acme,
+        "globex": globex,
+        "retail": retail,
+        "hospital": hospital,
+        "store": store,
+    }

@@ -22,15 +22,18 @@ class UserFactory(factory.django.DjangoModelFactory):
     password = factory.PostGenerationMethodCall("set_password", "correct horse battery")
 
     @factory.post_generation
-    def save_password(obj: User, create: bool, extracted: Any, **kwargs: Any) -> None:  # noqa: N805
+    def save_password(obj: User, create: bool, extracted: Any, **kwargs: Any) -> None:
         if create:
             obj.save()
 
 
-def make_organization(name: str, parent: Organization | None = None,
-                      kind: str = Organization.Kind.CUSTOMER, **extra: Any) -> Organization:
-    return services.organization_create(actor=SYSTEM, name=name, parent=parent, kind=kind,
-                                        **extra)
+def make_organization(
+    name: str,
+    parent: Organization | None = None,
+    kind: str = Organization.Kind.CUSTOMER,
+    **extra: Any,
+) -> Organization:
+    return services.organization_create(actor=SYSTEM, name=name, parent=parent, kind=kind, **extra)
 
 
 def make_member(organization: Organization, role: str, email: str | None = None) -> User:

@@ -10,9 +10,9 @@ from .roles import permissions_for
 
 def actor_for_user(user: User, *, source: str = "api") -> Actor:
     """One query: the user's memberships with their organizations' paths."""
-    memberships = Membership.objects.filter(
-        user=user, organization__is_active=True
-    ).values_list("organization_id", "organization__path", "role")
+    memberships = Membership.objects.filter(user=user, organization__is_active=True).values_list(
+        "organization_id", "organization__path", "role"
+    )
     grants = tuple(
         Grant(organization_id=org_id, organization_path=path, permissions=permissions_for(role))
         for org_id, path, role in memberships

@@ -30,54 +30,101 @@ def _view(*resources: str) -> set[str]:
 
 # Fleet resources that every operational role can see.
 FLEET = (
-    "organization", "device", "devicegroup", "profile", "command", "changerequest",
-    "configuration", "deployment", "artifact", "alert", "alertrule", "telemetry", "event",
+    "organization",
+    "device",
+    "devicegroup",
+    "profile",
+    "command",
+    "changerequest",
+    "configuration",
+    "deployment",
+    "artifact",
+    "alert",
+    "alertrule",
+    "telemetry",
+    "event",
 )
 
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     Role.OWNER: frozenset(
         _crud("organization", "move")
-        | _crud("membership") | _crud("invitation") | _crud("apikey")
+        | _crud("membership")
+        | _crud("invitation")
+        | _crud("apikey")
         | {"auditlog.view", "auditlog.export", "event.view", "event.redeliver"}
-        | _crud("device", "transition", "transfer") | _crud("devicegroup", "share")
-        | _crud("profile") | _crud("command", "execute") | _crud("changerequest", "execute")
-        | {"changerequest.approve"} | _crud("configuration") | _crud("deployment")
-        | _crud("artifact") | _crud("alert") | _crud("alertrule") | _view("telemetry")
-        | {"telemetry.export"} | _crud("integration") | _crud("secret")
+        | _crud("device", "transition", "transfer")
+        | _crud("devicegroup", "share")
+        | _crud("profile")
+        | _crud("command", "execute")
+        | _crud("changerequest", "execute")
+        | {"changerequest.approve"}
+        | _crud("configuration")
+        | _crud("deployment")
+        | _crud("artifact")
+        | _crud("alert")
+        | _crud("alertrule")
+        | _view("telemetry")
+        | {"telemetry.export"}
+        | _crud("integration")
+        | _crud("secret")
         | _crud("billing")
     ),
     Role.ADMIN: frozenset(
-        _view(*FLEET) | {"organization.add", "organization.change", "organization.move"}
-        | _crud("membership") | _crud("invitation") | _crud("apikey")
+        _view(*FLEET)
+        | {"organization.add", "organization.change", "organization.move"}
+        | _crud("membership")
+        | _crud("invitation")
+        | _crud("apikey")
         | {"auditlog.view", "auditlog.export", "event.redeliver"}
-        | _crud("device", "transition", "transfer") | _crud("devicegroup", "share")
-        | _crud("profile") | _crud("command", "execute") | _crud("changerequest", "execute")
-        | {"changerequest.approve"} | _crud("configuration") | _crud("deployment")
-        | _crud("artifact") | _crud("alert") | _crud("alertrule") | {"telemetry.export"}
-        | _crud("integration") | _crud("secret") | {"billing.view", "membership.view"}
+        | _crud("device", "transition", "transfer")
+        | _crud("devicegroup", "share")
+        | _crud("profile")
+        | _crud("command", "execute")
+        | _crud("changerequest", "execute")
+        | {"changerequest.approve"}
+        | _crud("configuration")
+        | _crud("deployment")
+        | _crud("artifact")
+        | _crud("alert")
+        | _crud("alertrule")
+        | {"telemetry.export"}
+        | _crud("integration")
+        | _crud("secret")
+        | {"billing.view", "membership.view"}
     ),
     Role.OPERATOR: frozenset(
-        _view(*FLEET) | {"membership.view"}
-        | {"device.add", "device.change", "device.transition"} | _crud("devicegroup")
-        | {"command.add", "command.execute", "changerequest.add", "changerequest.change",
-           "changerequest.execute"}
+        _view(*FLEET)
+        | {"membership.view"}
+        | {"device.add", "device.change", "device.transition"}
+        | _crud("devicegroup")
+        | {
+            "command.add",
+            "command.execute",
+            "changerequest.add",
+            "changerequest.change",
+            "changerequest.execute",
+        }
         | {"configuration.add", "configuration.change"}
-        | {"deployment.add", "deployment.change"} | {"artifact.add"}
-        | {"alert.change", "alertrule.add", "alertrule.change"} | {"telemetry.export"}
+        | {"deployment.add", "deployment.change"}
+        | {"artifact.add"}
+        | {"alert.change", "alertrule.add", "alertrule.change"}
+        | {"telemetry.export"}
     ),
     Role.APPROVER: frozenset(
         _view(*FLEET) | {"membership.view", "changerequest.approve", "auditlog.view"}
     ),
     Role.TECHNICIAN: frozenset(
-        _view(*FLEET) | {"device.change", "device.transition", "command.add",
-                         "changerequest.add", "alert.change"}
+        _view(*FLEET)
+        | {"device.change", "device.transition", "command.add", "changerequest.add", "alert.change"}
     ),
     Role.VIEWER: frozenset(_view(*FLEET)),
-    Role.BILLING: frozenset({"organization.view", "billing.view", "billing.change",
-                             "billing.add", "billing.delete"}),
+    Role.BILLING: frozenset(
+        {"organization.view", "billing.view", "billing.change", "billing.add", "billing.delete"}
+    ),
 }
 
 ALL_PERMISSIONS: frozenset[str] = frozenset().union(*ROLE_PERMISSIONS.values())
+
 
 def permissions_for(role: str) -> frozenset[str]:
     return ROLE_PERMISSIONS[role]

@@ -56,18 +56,30 @@ def organization_create(
     slug = slug or _unique_slug(name)
     if Organization.objects.filter(slug=slug).exists():
         raise ValidationError({"slug": "An organization with this slug already exists."})
-    organization = Organization(name=name.strip(), slug=slug, kind=kind, parent=parent,
-                                require_mfa=require_mfa)
+    organization = Organization(
+        name=name.strip(), slug=slug, kind=kind, parent=parent, require_mfa=require_mfa
+    )
     organization.path = (parent.path if parent else "") + Organization.segment(organization.id)
     organization.depth = parent.depth + 1 if parent else 0
     organization.full_clean()
     organization.save()
-    audit.record(actor=actor, action="organization.create", obj=organization,
-                 organization_id=organization.pk,
-                 changes=audit.diff({}, audit.snapshot(organization, ORGANIZATION_FIELDS)))
-    events.emit("organization.created", organization_id=organization.pk,
-                payload={"id": str(organization.pk), "name": organization.name,
-                         "parent": str(parent.pk) if parent else None}, subject=organization)
+    audit.record(
+        actor=actor,
+        action="organization.create",
+        obj=organization,
+        organization_id=organization.pk,
+        changes=audit.diff({}, audit.snapshot(organization, ORGANIZATION_FIELDS)),
+    )
+    events.emit(
+        "organization.created",
+        organization_id=organization.pk,
+        payload={
+            "id": str(organization.pk),
+            "name": organization.name,
+            "parent": str(parent.pk) if parent else None,
+        },
+        subject=organization,
+    )
     return organization
 
 
@@ -77,7 +89,7 @@ def organization_update(*, actor: Actor, organization: Organization, **fields: A
     allowed = {"name", "slug", "kind", "require_mfa", "is_active"}
     unknown = set(fields) - allowed
     if unknown:
-        raise ValidationError({name: "This field cannot be changed here." for name in unknown})
+        raise ValidationError(dict.fromkeys(unknown, "This field cannot be changed here."))
     organization = Organization.objects.select_for_update(of=("self",)).get(pk=organization.pk)
     before = audit.snapshot(organization, ORGANIZATION_FIELDS)
     for name, value in fields.items():
@@ -86,11 +98,19 @@ def organization_update(*, actor: Actor, organization: Organization, **fields: A
     organization.save()
     changes = audit.diff(before, audit.snapshot(organization, ORGANIZATION_FIELDS))
     if changes:
-        audit.record(actor=actor, action="organization.update", obj=organization,
-                     organization_id=organization.pk, changes=changes)
-        events.emit("organization.updated", organization_id=organization.pk,
-                    payload={"id": str(organization.pk), "changes": changes},
-                    subject=organization)
+        audit.record(
+            actor=actor,
+            action="organization.update",
+            obj=organization,
+            organization_id=organization.pk,
+            changes=changes,
+        )
+        events.emit(
+            "organization.updated",
+            organization_id=organization.pk,
+            payload={"id": str(organization.pk), "changes": changes},
+            subject=organization,
+        )
     return organization
 
 
@@ -111,13 +131,23 @@ def organization_move(
     )
     Organization.objects.filter(pk=organization.pk).update(parent=new_parent)
     organization.refresh_from_db()
-    changes = {"parent": [str(old_parent_id) if old_parent_id else None, str(new_parent.pk)],
-               "path": [old_path, new_path]}
-    audit.record(actor=actor, action="organization.move", obj=organization,
-                 organization_id=organization.pk, changes=changes)
-    events.emit("organization.moved", organization_id=organization.pk,
-                payload={"id": str(organization.pk), "parent": str(new_parent.pk)},
-                subject=organization)
+    changes = {
+        "parent": [str(old_parent_id) if old_parent_id else None, str(new_parent.pk)],
+        "path": [old_path, new_path],
+    }
+    audit.record(
+        actor=actor,
+        action="organization.move",
+        obj=organization,
+        organization_id=organization.pk,
+        changes=changes,
+    )
+    events.emit(
+        "organization.moved",
+        organization_id=organization.pk,
+        payload={"id": str(organization.pk), "parent": str(new_parent.pk)},
+        subject=organization,
+    )
     return organization
 
 
@@ -147,10 +177,18 @@ def membership_create(
     if Membership.objects.filter(organization=organization, user=user).exists():
         raise ValidationError({"user": "This user is already a member of the organization."})
     membership = Membership.objects.create(organization=organization, user=user, role=role)
-    audit.record(actor=actor, action="membership.create", obj=membership,
-                 changes={"user": [None, user.email], "role": [None, role]})
-    events.emit("membership.created", organization_id=organization.pk,
-                payload={"user": str(user.pk), "role": role}, subject=membership)
+    audit.record(
+        actor=actor,
+        action="membership.create",
+        obj=membership,
+        changes={"user": [None, user.email], "role": [None, role]},
+    )
+    events.emit(
+        "membership.created",
+        organization_id=organization.pk,
+        payload={"user": str(user.pk), "role": role},
+        subject=membership,
+    )
     return membership
 
 
@@ -159,18 +197,23 @@ def membership_change_role(*, actor: Actor, membership: Membership, role: str) -
     membership = Membership.objects.select_for_update(of=("self",)).get(pk=membership.pk)
     _require_grantable(actor, membership.organization, role)
     _require_grantable(actor, membership.organization, membership.role)
-    if membership.role == Role.OWNER and role != Role.OWNER:
-        if _owners_left(membership.organization, membership) == 0:
-            raise ValidationError({"role": "An organization must keep at least one owner."})
+    demoting_owner = membership.role == Role.OWNER and role != Role.OWNER
+    if demoting_owner and _owners_left(membership.organization, membership) == 0:
+        raise ValidationError({"role": "An organization must keep at least one owner."})
     old = membership.role
     if old == role:
         return membership
     membership.role = role
     membership.save(update_fields=["role", "updated_at"])
-    audit.record(actor=actor, action="membership.update", obj=membership,
-                 changes={"role": [old, role]})
-    events.emit("membership.updated", organization_id=membership.organization_id,
-                payload={"user": str(membership.user_id), "role": role}, subject=membership)
+    audit.record(
+        actor=actor, action="membership.update", obj=membership, changes={"role": [old, role]}
+    )
+    events.emit(
+        "membership.updated",
+        organization_id=membership.organization_id,
+        payload={"user": str(membership.user_id), "role": role},
+        subject=membership,
+    )
     return membership
 
 
@@ -180,11 +223,18 @@ def membership_delete(*, actor: Actor, membership: Membership) -> None:
     _require_grantable(actor, membership.organization, membership.role)
     if membership.role == Role.OWNER and _owners_left(membership.organization, membership) == 0:
         raise ValidationError({"role": "An organization must keep at least one owner."})
-    audit.record(actor=actor, action="membership.delete", obj=membership,
-                 changes={"user": [membership.user.email, None], "role": [membership.role, None]})
-    events.emit("membership.deleted", organization_id=membership.organization_id,
-                payload={"user": str(membership.user_id), "role": membership.role},
-                subject=membership)
+    audit.record(
+        actor=actor,
+        action="membership.delete",
+        obj=membership,
+        changes={"user": [membership.user.email, None], "role": [membership.role, None]},
+    )
+    events.emit(
+        "membership.deleted",
+        organization_id=membership.organization_id,
+        payload={"user": str(membership.user_id), "role": membership.role},
+        subject=membership,
+    )
     membership.delete()
 
 
@@ -208,13 +258,25 @@ def invitation_create(
         raise ValidationError({"email": "This person is already a member."})
     issued = tokens.issue("inv")
     invitation = Invitation.objects.create(
-        organization=organization, email=email, role=role, token_hash=issued.token_hash,
-        invited_by=invited_by, expires_at=timezone.now() + INVITATION_TTL,
+        organization=organization,
+        email=email,
+        role=role,
+        token_hash=issued.token_hash,
+        invited_by=invited_by,
+        expires_at=timezone.now() + INVITATION_TTL,
     )
-    audit.record(actor=actor, action="invitation.create", obj=invitation,
-                 changes={"email": [None, email], "role": [None, role]})
-    events.emit("invitation.created", organization_id=organization.pk,
-                payload={"email": email, "role": role}, subject=invitation)
+    audit.record(
+        actor=actor,
+        action="invitation.create",
+        obj=invitation,
+        changes={"email": [None, email], "role": [None, role]},
+    )
+    events.emit(
+        "invitation.created",
+        organization_id=organization.pk,
+        payload={"email": email, "role": role},
+        subject=invitation,
+    )
     from .emails import send_invitation
 
     transaction.on_commit(lambda: send_invitation(invitation_id=invitation.pk, token=issued.token))
@@ -225,12 +287,20 @@ def invitation_create(
 def invitation_revoke(*, actor: Actor, invitation: Invitation) -> Invitation:
     invitation = Invitation.objects.select_for_update(of=("self",)).get(pk=invitation.pk)
     if invitation.status != "pending":
-        raise ValidationError({"status": f"Only a pending invitation can be revoked "
-                                         f"(this one is {invitation.status})."})
+        raise ValidationError(
+            {
+                "status": f"Only a pending invitation can be revoked "
+                f"(this one is {invitation.status})."
+            }
+        )
     invitation.revoked_at = timezone.now()
     invitation.save(update_fields=["revoked_at", "updated_at"])
-    audit.record(actor=actor, action="invitation.revoke", obj=invitation,
-                 changes={"revoked_at": [None, invitation.revoked_at]})
+    audit.record(
+        actor=actor,
+        action="invitation.revoke",
+        obj=invitation,
+        changes={"revoked_at": [None, invitation.revoked_at]},
+    )
     return invitation
 
 
@@ -261,13 +331,25 @@ def invitation_accept(*, actor: Actor, user: User, token: str) -> Membership:
     invitation.accepted_at = timezone.now()
     invitation.accepted_by = user
     invitation.save(update_fields=["accepted_at", "accepted_by", "updated_at"])
-    audit.record(actor=actor, action="invitation.accept", obj=invitation,
-                 changes={"accepted_at": [None, invitation.accepted_at]})
+    audit.record(
+        actor=actor,
+        action="invitation.accept",
+        obj=invitation,
+        changes={"accepted_at": [None, invitation.accepted_at]},
+    )
     if created:
-        audit.record(actor=actor, action="membership.create", obj=membership,
-                     changes={"user": [None, user.email], "role": [None, membership.role]})
-        events.emit("membership.created", organization_id=membership.organization_id,
-                    payload={"user": str(user.pk), "role": membership.role}, subject=membership)
+        audit.record(
+            actor=actor,
+            action="membership.create",
+            obj=membership,
+            changes={"user": [None, user.email], "role": [None, membership.role]},
+        )
+        events.emit(
+            "membership.created",
+            organization_id=membership.organization_id,
+            payload={"user": str(user.pk), "role": membership.role},
+            subject=membership,
+        )
     return membership
 
 
@@ -296,23 +378,40 @@ def api_key_create(
     permissions = sorted(set(permissions or []))
     outside = set(permissions) - ROLE_PERMISSIONS[role]
     if outside:
-        raise ValidationError({"permissions": f"Not part of the {role} role: "
-                                              f"{', '.join(sorted(outside))}."})
+        raise ValidationError(
+            {"permissions": f"Not part of the {role} role: {', '.join(sorted(outside))}."}
+        )
     if expires_at is not None and expires_at <= timezone.now():
         raise ValidationError({"expires_at": "Must be in the future."})
     if not name.strip():
         raise ValidationError({"name": "This field may not be blank."})
     issued = tokens.issue("api")
     api_key = APIKey.objects.create(
-        organization=organization, name=name.strip(), role=role, permissions=permissions,
-        prefix=issued.prefix, token_hash=issued.token_hash, created_by=created_by,
+        organization=organization,
+        name=name.strip(),
+        role=role,
+        permissions=permissions,
+        prefix=issued.prefix,
+        token_hash=issued.token_hash,
+        created_by=created_by,
         expires_at=expires_at,
     )
-    audit.record(actor=actor, action="apikey.create", obj=api_key,
-                 changes={"name": [None, api_key.name], "role": [None, role],
-                          "permissions": [None, permissions]})
-    events.emit("apikey.created", organization_id=organization.pk,
-                payload={"id": str(api_key.pk), "role": role}, subject=api_key)
+    audit.record(
+        actor=actor,
+        action="apikey.create",
+        obj=api_key,
+        changes={
+            "name": [None, api_key.name],
+            "role": [None, role],
+            "permissions": [None, permissions],
+        },
+    )
+    events.emit(
+        "apikey.created",
+        organization_id=organization.pk,
+        payload={"id": str(api_key.pk), "role": role},
+        subject=api_key,
+    )
     return IssuedAPIKey(api_key=api_key, token=issued.token)
 
 
@@ -322,10 +421,18 @@ def api_key_revoke(*, actor: Actor, api_key: APIKey) -> APIKey:
     if api_key.revoked_at is None:
         api_key.revoked_at = timezone.now()
         api_key.save(update_fields=["revoked_at", "updated_at"])
-        audit.record(actor=actor, action="apikey.revoke", obj=api_key,
-                     changes={"revoked_at": [None, api_key.revoked_at]})
-        events.emit("apikey.revoked", organization_id=api_key.organization_id,
-                    payload={"id": str(api_key.pk)}, subject=api_key)
+        audit.record(
+            actor=actor,
+            action="apikey.revoke",
+            obj=api_key,
+            changes={"revoked_at": [None, api_key.revoked_at]},
+        )
+        events.emit(
+            "apikey.revoked",
+            organization_id=api_key.organization_id,
+            payload={"id": str(api_key.pk)},
+            subject=api_key,
+        )
     return api_key
 
 
@@ -354,4 +461,3 @@ def user_mfa_required(user: User) -> bool:
     return Membership.objects.filter(
         user=user, organization__require_mfa=True, organization__is_active=True
     ).exists()
-

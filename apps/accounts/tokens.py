@@ -35,7 +35,7 @@ def parse_prefix(token: str, kind: str) -> str | None:
     head = f"fo_{kind}_"
     if not token.startswith(head) or len(token) > 200:
         return None
-    prefix, sep, secret = token[len(head):].partition("_")
+    prefix, sep, secret = token[len(head) :].partition("_")
     if not sep or len(prefix) != 12 or not secret:
         return None
     return prefix

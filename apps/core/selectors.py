@@ -14,8 +14,17 @@ from .actors import Actor
 from .models import AuditLog
 
 AUDIT_CSV_COLUMNS = (
-    "created_at", "organization_id", "actor_kind", "actor_label", "source", "action",
-    "object_type", "object_id", "object_repr", "changes", "request_id",
+    "created_at",
+    "organization_id",
+    "actor_kind",
+    "actor_label",
+    "source",
+    "action",
+    "object_type",
+    "object_id",
+    "object_repr",
+    "changes",
+    "request_id",
 )
 
 

@@ -16,7 +16,9 @@ BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = BASE_DIR / "var"
 
 env = environ.Env()
-_services_env = Path(env.str("FLEETOPS_SERVICES_ENV", default=str(VAR_DIR / "run" / "services.env")))
+_services_env = Path(
+    env.str("FLEETOPS_SERVICES_ENV", default=str(VAR_DIR / "run" / "services.env"))
+)
 if _services_env.exists():
     environ.Env.read_env(str(_services_env), overwrite=False)
 
@@ -162,7 +164,7 @@ ACCOUNT_LOGOUT_REDIRECT_URL = "account_login"
 ACCOUNT_ADAPTER = "apps.accounts.adapters.AccountAdapter"
 ACCOUNT_EMAIL_SUBJECT_PREFIX = "[Fleetops] "
 ACCOUNT_DEFAULT_HTTP_PROTOCOL = "https" if SITE_URL.startswith("https") else "http"
-ACCOUNT_RATE_LIMITS = {"login_failed": "10/m/ip,5/5m/key"}
+ACCOUNT_RATE_LIMITS: dict[str, str] | bool = {"login_failed": "10/m/ip,5/5m/key"}
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
 MFA_TOTP_ISSUER = "Fleetops"
 

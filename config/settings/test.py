@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .base import *  # noqa: F403
-from .base import CHANNEL_LAYERS, env
+from .base import env
 
 DEBUG = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed only
@@ -22,6 +22,11 @@ CACHES = {
         "KEY_PREFIX": "fleetops-test-" + env.str("TEST_DATABASE_NAME", default="test_fleetops"),
     }
 }
-CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = "fleetops-test:channels"
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [env.str("REDIS_URL")], "prefix": "fleetops-test:channels"},
+    }
+}
 CELERY_TASK_ALWAYS_EAGER = False
-INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]  # noqa: F405
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]

@@ -38,7 +38,9 @@ def test_a_subtree_is_one_indexed_query(tree, django_assert_num_queries):
     user = make_member(tree["acme"], Role.VIEWER)
     user_actor = actor(user)
     with django_assert_num_queries(1) as context:
-        names = list(Organization.objects.for_actor(user_actor, "view").values_list("name", flat=True))
+        names = list(
+            Organization.objects.for_actor(user_actor, "view").values_list("name", flat=True)
+        )
     assert sorted(names) == ["Acme", "Hospital", "Retail Co", "Store 1"]
     assert "LIKE" in context.captured_queries[0]["sql"]
 
@@ -50,12 +52,22 @@ def test_moving_a_subtree_moves_visibility_with_it(tree):
     assert visible(globex_user) == {"Globex", "Retail Co", "Store 1"}
     assert visible(acme_user) == {"Acme", "Hospital"}
     store = Organization.objects.get(pk=tree["store"].pk)
-    assert store.path == tree["platform"].path + tree["globex"].id.hex + "/" + \
-        tree["retail"].id.hex + "/" + tree["store"].id.hex + "/"
+    assert (
+        store.path
+        == tree["platform"].path
+        + tree["globex"].id.hex
+        + "/"
+        + tree["retail"].id.hex
+        + "/"
+        + tree["store"].id.hex
+        + "/"
+    )
     assert store.depth == 3
 
 
 def test_an_organization_cannot_move_below_itself(tree):
     with pytest.raises(ValidationError):
-        services.organization_move(actor=SYSTEM, organization=tree["acme"], new_parent=tree["store"])
+        services.organization_move(
+            actor=SYSTEM, organization=tree["acme"], new_parent=tree["store"]
+        )
     assert Organization.objects.get(pk=tree["store"].pk).path.startswith(tree["acme"].path)
