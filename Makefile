@@ -47,3 +47,6 @@ clean: services-down
 
 assets:
 	bash deploy/build-assets.sh
+
+bench: services
+	$(PY) bench/scoping.py

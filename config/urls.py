@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from allauth.account.decorators import secure_admin_login
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
@@ -10,6 +11,10 @@ api_v1 = [
     path("", include("apps.accounts.api.urls")),
     path("", include("apps.core.api.urls")),
 ]
+
+# Admin sign-in goes through allauth (email verification, rate limits, MFA); signed-in
+# non-staff users get 403.
+admin.site.login = secure_admin_login(admin.site.login)  # type: ignore[method-assign]
 
 urlpatterns = [
     path("admin/", admin.site.urls),
