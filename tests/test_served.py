@@ -10,6 +10,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from email.message import Message
 from pathlib import Path
 
 import pytest
@@ -25,12 +26,12 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def get(url: str) -> tuple[int, dict[str, str], bytes]:
+def get(url: str) -> tuple[int, Message, bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (loopback)
-            return response.status, dict(response.headers), response.read()
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.headers, response.read()
     except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read()
+        return error.code, error.headers, error.read()
 
 
 @pytest.fixture
