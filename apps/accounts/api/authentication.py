@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
@@ -16,6 +18,8 @@ from apps.accounts.actors import actor_for_api_key, actor_for_user
 from apps.accounts.models import APIKey
 from apps.accounts.services import api_key_authenticate
 from apps.core.actors import Actor
+
+TOKEN_HEAD = "fo_api_"
 
 
 class APIKeyPrincipal(AnonymousUser):
@@ -39,6 +43,16 @@ class APIKeyAuthentication(authentication.BaseAuthentication):
     keyword = "Bearer"
 
     def authenticate(self, request: Request) -> tuple[Any, Actor] | None:
+        if any(
+            value.startswith(TOKEN_HEAD)
+            for values in request.query_params.lists()
+            for value in values[1]
+        ):
+            # A token in a URL leaks into logs and browser history: refuse it loudly so the
+            # caller fixes it, instead of silently ignoring it.
+            raise exceptions.AuthenticationFailed(
+                "API keys are accepted only in the Authorization or X-API-Key header."
+            )
         token = request.headers.get("X-API-Key", "")
         header = request.headers.get("Authorization", "")
         if not token and header:
@@ -66,3 +80,23 @@ class SessionActorAuthentication(authentication.SessionAuthentication):
             return None
         user, _ = result
         return user, actor_for_user(user, source="api")
+
+
+class APIKeyScheme(OpenApiAuthenticationExtension):
+    target_class = APIKeyAuthentication
+    name = "apiKey"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "fo_api_<prefix>_<secret> (also accepted as an X-API-Key header)",
+        }
+
+
+class SessionActorScheme(OpenApiAuthenticationExtension):
+    target_class = SessionActorAuthentication
+    name = "session"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {"type": "apiKey", "in": "cookie", "name": settings.SESSION_COOKIE_NAME}

@@ -1,17 +1,18 @@
 """One error envelope for every API error.
 
-    {"error": {"status": 400, "code": "invalid", "message": "...",
-               "fields": {"name": ["This field is required."]}, "request_id": "..."}}
+{"error": {"status": 400, "code": "invalid", "message": "...",
+           "fields": {"name": ["This field is required."]}, "request_id": "..."}}
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import NON_FIELD_ERRORS, PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, JsonResponse
-from rest_framework import exceptions, status
+from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -41,9 +42,11 @@ def envelope(
 
 def _django_validation_fields(error: DjangoValidationError) -> dict[str, Any]:
     if hasattr(error, "error_dict"):
-        return {field: [str(m) for e in errs for m in e.messages] for field, errs in
-                error.message_dict.items()}
-    return {"non_field_errors": list(error.messages)}
+        return {
+            ("non_field_errors" if field == NON_FIELD_ERRORS else field): [str(m) for m in messages]
+            for field, messages in error.message_dict.items()
+        }
+    return {"non_field_errors": [str(m) for m in error.messages]}
 
 
 def _flatten(detail: Any) -> Any:
@@ -64,7 +67,6 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
-    code = status.HTTP_400_BAD_REQUEST
     if isinstance(exc, exceptions.ValidationError):
         detail = _flatten(exc.detail)
         fields = detail if isinstance(detail, dict) else {"non_field_errors": detail}
@@ -78,14 +80,11 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     return response
 
 
-def api_error_view(status_code: int):  # type: ignore[no-untyped-def]
+def api_error_view(status_code: int) -> Callable[..., JsonResponse]:
     """Site-level 404/500 handlers: the envelope for /api/ paths, HTML elsewhere."""
 
     def view(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
-        return JsonResponse(
-            envelope(status_code, "not_found" if status_code == 404 else "error",
-                     MESSAGES[status_code]),
-            status=status_code,
-        )
+        code = "not_found" if status_code == 404 else "error"
+        return JsonResponse(envelope(status_code, code, MESSAGES[status_code]), status=status_code)
 
     return view

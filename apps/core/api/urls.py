@@ -1,7 +1,11 @@
 from __future__ import annotations
 
-from rest_framework.routers import DefaultRouter
+from rest_framework.routers import SimpleRouter
 
-router = DefaultRouter(trailing_slash=True)
+from .views import AuditLogViewSet, EventViewSet
+
+router = SimpleRouter(trailing_slash=True)
+router.register("audit-log", AuditLogViewSet, basename="audit-log")
+router.register("events", EventViewSet, basename="event")
 
 urlpatterns = router.urls

@@ -1,9 +1,14 @@
 """API base classes: every viewset is scoped through ``for_actor``.
 
 HTTP methods map to actions (GET -> view, POST -> add, PUT/PATCH -> change, DELETE -> delete);
-custom ``@action`` endpoints name theirs with ``scope_action=``. Objects outside the actor's
-view scope are 404; visible objects the actor may not act on are 403. Writes run in one
-transaction and re-check, before commit, that the result is still inside the actor's scope.
+custom ``@action`` endpoints name theirs with ``scope_action=``. An actor who holds the view
+permission or the action's permission nowhere gets 403 whatever the id (nothing leaks). Objects
+outside the actor's view scope are 404; visible objects the actor may not act on are 403. Writes
+run in one transaction and re-check, before commit, that the result is still inside the actor's
+scope.
+
+Write endpoints validate with an input serializer (``input_serializers[action]``) and answer
+with the read serializer (``serializer_class``) through ``render()``.
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ from typing import Any
 
 from django.apps import apps
 from django.db import models, transaction
-from rest_framework import exceptions, mixins, viewsets
+from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.request import Request
+from rest_framework.response import Response
 
 from apps.core.actors import Actor
 from apps.core.scoping import permission_name
@@ -49,6 +55,7 @@ class ScopedViewSetMixin:
     """Scoping, permission and after-write checks shared by every API viewset."""
 
     scope_action: str | None = None  # set on custom @action endpoints
+    input_serializers: dict[str, Any] = {}  # action -> input serializer class
     request: Request
     action: str | None
     kwargs: dict[str, Any]
@@ -70,19 +77,31 @@ class ScopedViewSetMixin:
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)  # type: ignore[misc]
-        if not self._may_list():  # holds the permission nowhere: 403 whatever the id
+        if not self._may_attempt():  # holds the permission nowhere: 403 whatever the id
             raise exceptions.PermissionDenied()
         if self.lookup_field in kwargs:
             kwargs[self.lookup_field] = parse_uuid(kwargs[self.lookup_field])
             self.kwargs[self.lookup_field] = kwargs[self.lookup_field]
 
-    def _may_list(self) -> bool:
-        if self.actor.has_any(self.permission("view")):
+    def _may_attempt(self) -> bool:
+        actor = self.actor
+        if actor.has_any(self.permission("view")) and actor.has_any(self.permission()):
             return True
-        # users holding explicit per-object grants may list what was shared with them
+        # users holding explicit per-object grants may reach what was shared with them
         return getattr(self.model, "scope_user_grant_model", None) is not None and (
-            self.actor.user_id is not None
+            actor.user_id is not None
         )
+
+    def get_serializer_class(self) -> Any:
+        return self.input_serializers.get(self.action or "") or super().get_serializer_class()  # type: ignore[misc]
+
+    def render(self, instance: Any, status_code: int = status.HTTP_200_OK) -> Response:
+        """Answer with the read serializer, whatever the input serializer was."""
+        serializer = self.serializer_class(  # type: ignore[attr-defined]
+            instance,
+            context=self.get_serializer_context(),  # type: ignore[attr-defined]
+        )
+        return Response(serializer.data, status=status_code)
 
     def get_queryset(self) -> models.QuerySet[Any]:
         base = super().get_queryset()  # type: ignore[misc]
@@ -111,7 +130,8 @@ class ScopedViewSetMixin:
         )
         if organization is None:
             raise exceptions.NotFound()
-        if not self.actor.has_perm(self.permission(action or self.action_name()), organization.path):
+        permission = self.permission(action or self.action_name())
+        if not self.actor.has_perm(permission, organization.path):
             raise exceptions.PermissionDenied()
         return organization
 
@@ -146,6 +166,27 @@ class ScopedViewSetMixin:
 
     def destroy_object(self, instance: Any) -> None:
         raise exceptions.MethodNotAllowed(self.request.method or "DELETE")
+
+
+class ScopedCreateMixin:
+    """POST: validate the input serializer, ``create_object`` in one transaction, render."""
+
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        serializer = self.get_serializer(data=request.data)  # type: ignore[attr-defined]
+        serializer.is_valid(raise_exception=True)
+        self.perform_create(serializer)  # type: ignore[attr-defined]
+        return self.render(serializer.instance, status.HTTP_201_CREATED)  # type: ignore[attr-defined, no-any-return]
+
+
+class ScopedPartialUpdateMixin:
+    """PATCH only (no PUT): validate the input serializer, ``update_object``, render."""
+
+    def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        instance = self.get_object()  # type: ignore[attr-defined]
+        serializer = self.get_serializer(instance, data=request.data, partial=True)  # type: ignore[attr-defined]
+        serializer.is_valid(raise_exception=True)
+        self.perform_update(serializer)  # type: ignore[attr-defined]
+        return self.render(serializer.instance)  # type: ignore[attr-defined, no-any-return]
 
 
 class ScopedModelViewSet(ScopedViewSetMixin, viewsets.ModelViewSet):  # type: ignore[misc]
