@@ -57,9 +57,9 @@ def visible_organizations(actor: Actor) -> Any:
 def current_organization(request: HttpRequest) -> Organization | None:
     """The organization kept in the session, when still visible; else the top-most visible one."""
     actor: Actor = request.actor  # type: ignore[attr-defined]
-    cached = getattr(request, "_portal_organization", False)
-    if cached is not False:
-        return cached  # type: ignore[no-any-return]
+    if hasattr(request, "_portal_organization"):
+        cached: Organization | None = request._portal_organization
+        return cached
     organizations = visible_organizations(actor)
     stored = request.session.get(SESSION_ORGANIZATION_KEY)
     organization = organizations.filter(pk=stored).first() if stored else None

@@ -156,7 +156,9 @@ def membership_change_role(request: HttpRequest, membership_id: uuid.UUID) -> Ht
     form = RoleForm(request.POST)
     form.limit_roles(_actor(request), organization)
     if not form.is_valid():
-        message = f"Role for {membership.user.email}: " + " ".join(form.errors["role"])
+        message = f"Role for {membership.user.email}: " + " ".join(
+            str(error) for error in form.errors["role"]
+        )
         return _members_page(request, organization, error=message, status=400)
     try:
         services.membership_change_role(
@@ -404,7 +406,7 @@ def audit_log(request: HttpRequest, organization_id: uuid.UUID) -> HttpResponse:
 
 
 @login_required
-def audit_log_export(request: HttpRequest, organization_id: uuid.UUID) -> HttpResponse:
+def audit_log_export(request: HttpRequest, organization_id: uuid.UUID) -> StreamingHttpResponse:
     organization = organization_for(request, organization_id, "auditlog.export")
     form = AuditFilterForm(request.GET)
     rows = _audit_rows(request, organization, form)
