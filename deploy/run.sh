@@ -3,20 +3,7 @@
 # Procfile under honcho. Ctrl-C stops the processes and the embedded services this run started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=.venv/bin/python
-started_services=0
-if [ ! -f var/run/services.env ] || ! $PY deploy/embedded.py status | grep -q running; then
-  started_services=1
-fi
-$PY deploy/embedded.py up
-cleanup() {
-  if [ "$started_services" = 1 ]; then
-    echo "stopping embedded services..."
-    $PY deploy/embedded.py down
-  fi
-}
-trap cleanup EXIT
-set -a; [ -f var/run/services.env ] && source var/run/services.env; set +a
+source deploy/services.sh
 export DJANGO_SETTINGS_MODULE=${DJANGO_SETTINGS_MODULE:-config.settings.dev}
 export PORT=${PORT:-8000}
 make -s assets

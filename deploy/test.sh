@@ -3,18 +3,7 @@
 # PostgreSQL, Redis and Mosquitto. Stops the embedded services it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=.venv/bin/python
-started_services=0
-if [ ! -f var/run/services.env ] || ! $PY deploy/embedded.py status | grep -q running; then
-  started_services=1
-fi
-$PY deploy/embedded.py up
-cleanup() {
-  if [ "$started_services" = 1 ]; then
-    $PY deploy/embedded.py down
-  fi
-}
-trap cleanup EXIT
+source deploy/services.sh
 make -s lint
 make -s assets
 bash deploy/ensure-browser.sh
