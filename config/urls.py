@@ -15,6 +15,9 @@ api_v1 = [
 # Admin sign-in goes through allauth (email verification, rate limits, MFA); signed-in
 # non-staff users get 403.
 admin.site.login = secure_admin_login(admin.site.login)  # type: ignore[method-assign]
+admin.site.site_header = "Fleetops administration"
+admin.site.site_title = "Fleetops admin"
+admin.site.index_title = "Platform back office"
 
 urlpatterns = [
     path("admin/", admin.site.urls),

@@ -18,7 +18,11 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
+
+# pgserver's import asks platformdirs for a runtime dir we never use; keep the output clean.
+warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
 ROOT = Path(__file__).resolve().parent.parent
 VAR = Path(os.environ.get("FLEETOPS_VAR", ROOT / "var"))

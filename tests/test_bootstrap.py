@@ -67,3 +67,17 @@ def test_with_urls_given_the_bootstrap_starts_no_service(tmp_path):
     assert not (tmp_path / "mosquitto").exists()
     written = (tmp_path / "run" / "services.env").read_text().splitlines()
     assert written == ["# written by deploy/embedded.py; values of the running embedded services"]
+
+
+def test_every_model_change_has_its_migration():
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="config.settings.test")
+    result = subprocess.run(
+        [sys.executable, "manage.py", "makemigrations", "--check", "--dry-run"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout
+    assert result.stdout.strip() == "No changes detected"

@@ -172,6 +172,7 @@ class EventDelivery(models.Model):
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
+        verbose_name_plural = "event deliveries"
         constraints = [
             models.UniqueConstraint(fields=["event", "consumer"], name="core_delivery_once")
         ]
