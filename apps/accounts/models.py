@@ -95,6 +95,15 @@ class Organization(BaseModel):
         default=False, help_text="Members must use two-factor authentication."
     )
     is_active = models.BooleanField(default=True)
+    auth_group = models.OneToOneField(
+        "auth.Group",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        editable=False,
+        related_name="organization",
+        help_text="Stands for the organization in django-guardian grants (objects shared with it).",
+    )
 
     objects = ScopedManager()
     scope_resource = "organization"

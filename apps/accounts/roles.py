@@ -43,11 +43,13 @@ FLEET = (
     "alertrule",
     "telemetry",
     "event",
+    "job",
 )
 
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     Role.OWNER: frozenset(
-        _crud("organization", "move")
+        _view("job")
+        | _crud("organization", "move")
         | _crud("membership")
         | _crud("invitation")
         | _crud("apikey")

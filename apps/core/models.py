@@ -13,6 +13,9 @@ from .scoping import ScopedManager
 
 __all__ = [
     "AuditLog",
+    "Job",
+    "JobItem",
+    "JobStatus",
     "BaseModel",
     "DeliveryStatus",
     "Event",
@@ -187,3 +190,84 @@ class EventDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.consumer}:{self.event_id} ({self.status})"
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    PARTIAL = "partial", "Finished with errors"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class Job(OrganizationOwned):
+    """A long operation (bulk import, bulk transition...): status, progress and log lines."""
+
+    kind = models.CharField(max_length=50)
+    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    total = models.PositiveIntegerField(default=0)
+    processed = models.PositiveIntegerField(default=0)
+    succeeded = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    params = models.JSONField(default=dict, blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    input_file = models.FileField(upload_to="jobs/input/%Y/%m/", blank=True)
+    output_file = models.FileField(upload_to="jobs/output/%Y/%m/", blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    actor_label = models.CharField(max_length=255, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    scope_resource = "job"
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["organization", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.id} ({self.status})"
+
+    @property
+    def percent(self) -> int:
+        return int(100 * self.processed / self.total) if self.total else 0
+
+
+class JobItem(models.Model):
+    """One item's outcome in a job (a device of a bulk transition, a row of an import)."""
+
+    id = models.BigAutoField(primary_key=True)
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="items")
+    key = models.CharField(max_length=100)
+    ok = models.BooleanField()
+    message = models.TextField(blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["job", "ok", "id"])]
+
+    def __str__(self) -> str:
+        return f"{self.key}: {'ok' if self.ok else self.message}"
+
+
+class JobLine(models.Model):
+    """A log line of a job."""
+
+    id = models.BigAutoField(primary_key=True)
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="lines")
+    created_at = models.DateTimeField(default=timezone.now)
+    level = models.CharField(max_length=10, default="info")
+    message = models.TextField()
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.message

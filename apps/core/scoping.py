@@ -6,12 +6,16 @@ with ``action``: rows in an organization subtree where the actor's role grants
 ``<resource>.<action>``, plus rows shared with the actor's user through django-guardian
 per-object grants (direct foreign-key tables) when the model has them.
 
+A model with ``scope_shared_down = True`` (device profiles) is also visible, for ``view`` only,
+to everyone below its organization: the ancestors are read off the materialized path.
+
 Every entry point uses it: API viewsets, portal views, admin querysets for non-superusers,
 websocket consumers and tasks that act for a user.
 """
 
 from __future__ import annotations
 
+import uuid
 from functools import reduce
 from operator import or_
 from typing import TYPE_CHECKING, Any, Self
@@ -36,6 +40,14 @@ def organization_ids_under(paths: list[str]) -> models.QuerySet[Any]:
     return organization.objects.filter(condition).values("pk")
 
 
+def ancestor_ids(paths: list[str]) -> list[uuid.UUID]:
+    """Ids of the strict ancestors of the organizations at ``paths`` (read off the paths)."""
+    found: set[uuid.UUID] = set()
+    for path in paths:
+        found.update(uuid.UUID(segment) for segment in path.split("/")[:-2])
+    return sorted(found)
+
+
 class ScopedQuerySet(models.QuerySet[Any]):
     def for_actor(self, actor: Actor, action: str = "view") -> Self:
         """Rows of this model that ``actor`` may ``action``; empty when none."""
@@ -58,19 +70,34 @@ class ScopedQuerySet(models.QuerySet[Any]):
         if path_field is not None:  # the organization model itself
             return reduce(or_, (Q(**{f"{path_field}__startswith": path}) for path in paths))
         organization_field: str = getattr(self.model, "scope_organization_field", "organization")
-        return Q(**{f"{organization_field}__in": organization_ids_under(paths)})
+        condition = Q(**{f"{organization_field}__in": organization_ids_under(paths)})
+        if getattr(self.model, "scope_shared_down", False) and permission.endswith(".view"):
+            # shared down the tree: rows of the ancestors of every organization the actor sees
+            ancestors = ancestor_ids(paths)
+            if ancestors:
+                condition |= Q(**{f"{organization_field}__in": ancestors})
+        return condition
 
     def _grant_condition(self, actor: Actor, action: str) -> Q | None:
-        """Explicit per-object grants to the actor's user (django-guardian, direct FK tables)."""
-        user_grants: str | None = getattr(self.model, "scope_user_grant_model", None)
-        if user_grants is None or actor.user_id is None:
-            return None
-        grant_model = apps.get_model(user_grants)
+        """Explicit per-object grants (django-guardian, direct foreign-key tables): to the
+        actor's user, and to organizations in which the actor holds the permission."""
         codename = f"{action}_{self.model._meta.model_name}"
-        granted = grant_model.objects.filter(
-            user_id=actor.user_id, permission__codename=codename
-        ).values("content_object_id")
-        return Q(pk__in=granted)
+        conditions: list[Q] = []
+        user_grants: str | None = getattr(self.model, "scope_user_grant_model", None)
+        if user_grants is not None and actor.user_id is not None:
+            granted = apps.get_model(user_grants).objects.filter(
+                user_id=actor.user_id, permission__codename=codename
+            )
+            conditions.append(Q(pk__in=granted.values("content_object_id")))
+        group_grants: str | None = getattr(self.model, "scope_group_grant_model", None)
+        paths = actor.paths_for(permission_name(self.model, action))
+        if group_grants is not None and paths:
+            granted = apps.get_model(group_grants).objects.filter(
+                group__organization__in=organization_ids_under(paths),
+                permission__codename=codename,
+            )
+            conditions.append(Q(pk__in=granted.values("content_object_id")))
+        return reduce(or_, conditions) if conditions else None
 
 
 class ScopedManager(models.Manager.from_queryset(ScopedQuerySet)):  # type: ignore[misc]

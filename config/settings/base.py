@@ -68,6 +68,8 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "apps.core",
     "apps.accounts",
+    "apps.profiles",
+    "apps.devices",
 ]
 
 MIDDLEWARE = [

@@ -1,0 +1,9 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class ProfilesConfig(AppConfig):
+    name = "apps.profiles"
+    label = "profiles"
+    verbose_name = "Device profiles"
