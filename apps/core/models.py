@@ -13,13 +13,13 @@ from .scoping import ScopedManager
 
 __all__ = [
     "AuditLog",
-    "Job",
-    "JobItem",
-    "JobStatus",
     "BaseModel",
     "DeliveryStatus",
     "Event",
     "EventDelivery",
+    "Job",
+    "JobItem",
+    "JobStatus",
     "OrganizationOwned",
 ]
 
