@@ -10,6 +10,10 @@ from apps.core.api.exceptions import api_error_view
 api_v1 = [
     path("", include("apps.accounts.api.urls")),
     path("", include("apps.core.api.urls")),
+    path("", include("apps.profiles.api.urls")),
+    path("", include("apps.devices.api.urls_devices")),
+    path("", include("apps.devices.api.urls_groups")),
+    path("", include("apps.devices.api.urls_imports")),
 ]
 
 # Admin sign-in goes through allauth (email verification, rate limits, MFA); signed-in
@@ -28,6 +32,10 @@ urlpatterns = [
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
     path("", include("apps.core.urls")),
     path("", include(("apps.accounts.urls", "portal"), namespace="portal")),
+    path("", include(("apps.profiles.urls", "profiles"), namespace="profiles")),
+    path("", include(("apps.devices.urls_fleet", "fleet"), namespace="fleet")),
+    path("", include(("apps.devices.urls_groups", "groups"), namespace="groups")),
+    path("", include(("apps.devices.urls_imports", "imports"), namespace="imports")),
 ]
 
 handler404 = "config.urls.not_found"
