@@ -107,7 +107,7 @@ def selection_q(spec: dict[str, Any]) -> Q:
         raise ValidationError({"filter": "Must be an object."})
     unknown = sorted(set(spec) - set(KEYS))
     if unknown:
-        raise ValidationError({key: "Unknown filter." for key in unknown})
+        raise ValidationError(dict.fromkeys(unknown, "Unknown filter."))
     parts: list[Q] = []
     if "state" in spec:
         parts.append(Q(state__in=_choices(spec, "state", DeviceState.values)))
