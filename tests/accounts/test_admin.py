@@ -114,7 +114,7 @@ def test_an_anonymous_admin_visit_ends_on_the_allauth_login(client):
 def test_a_signed_in_staff_user_sees_the_admin_index(admin_client):
     response = admin_client.get("/admin/")
     assert response.status_code == 200
-    assert "Site administration" in response.content.decode()
+    assert "Platform back office" in response.content.decode()
 
 
 def test_it_refuses_the_admin_login_to_a_signed_in_non_staff_user(client, tree):
