@@ -7,3 +7,8 @@ class ProfilesConfig(AppConfig):
     name = "apps.profiles"
     label = "profiles"
     verbose_name = "Device profiles"
+
+    def ready(self) -> None:
+        from apps.accounts.portal import NavItem, register
+
+        register(NavItem("Profiles", "profiles:list", "profile.view"))
