@@ -10,21 +10,28 @@ A selection is a JSON object; every key narrows the set (AND). Unknown keys are 
 
 ``search`` matches a serial-number prefix or a name substring. ``organization`` includes the
 organizations' subtrees. Every key maps to an indexed column.
+
+``group`` matches the members of any of the groups named: a static group's memberships, or a
+dynamic group's own filter (resolved recursively, at most ``MAX_GROUP_DEPTH`` levels deep; a
+group that ends up referencing itself is refused). Either way only devices inside the group's
+organization subtree count, exactly as ``apps.devices.groups.group_members`` sees them. Pass
+``groups=`` (a queryset of the groups the caller may see) to refuse references to any other
+group; without it, ids are trusted (callers that already scoped them).
 """
 
 from __future__ import annotations
 
 import uuid
 from functools import reduce
-from operator import and_
+from operator import and_, or_
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 
 from apps.accounts.models import Organization
 
-from .choices import Connectivity, DeviceState
+from .choices import Connectivity, DeviceState, GroupKind
 
 KEYS = (
     "state",
@@ -40,6 +47,7 @@ KEYS = (
     "search",
     "group",
 )
+MAX_GROUP_DEPTH = 5
 
 
 def _strings(spec: dict[str, Any], key: str) -> list[str]:
@@ -101,8 +109,17 @@ def _search(spec: dict[str, Any]) -> Q:
     return Q(serial__startswith=text) | Q(name__icontains=text) if text else Q()
 
 
-def selection_q(spec: dict[str, Any]) -> Q:
-    """The ``Q`` over ``Device`` for a selection; ValidationError names the bad key."""
+def selection_q(
+    spec: dict[str, Any],
+    *,
+    groups: QuerySet[Any] | None = None,
+    parents: tuple[uuid.UUID, ...] = (),
+) -> Q:
+    """The ``Q`` over ``Device`` for a selection; ValidationError names the bad key.
+
+    ``parents`` are the groups whose filter ``spec`` is (a group being saved passes its own id,
+    so a reference back to it is refused as a cycle).
+    """
     if not isinstance(spec, dict):
         raise ValidationError({"filter": "Must be an object."})
     unknown = sorted(set(spec) - set(KEYS))
@@ -134,8 +151,38 @@ def selection_q(spec: dict[str, Any]) -> Q:
     if "search" in spec:
         parts.append(_search(spec))
     if "group" in spec:
-        from .models import GroupMembership
-
-        members = GroupMembership.objects.filter(group__in=_uuids(spec, "group"))
-        parts.append(Q(pk__in=members.values("device_id")))
+        parts.append(_groups(_uuids(spec, "group"), groups=groups, parents=parents))
     return reduce(and_, parts, Q())
+
+
+def _groups(
+    ids: list[uuid.UUID], *, groups: QuerySet[Any] | None, parents: tuple[uuid.UUID, ...]
+) -> Q:
+    """Members of any of the groups ``ids``: one query for the groups, then subqueries."""
+    from apps.core.scoping import organization_ids_under
+
+    from .models import Device, DeviceGroup, GroupMembership
+
+    cycle = set(ids) & set(parents)
+    if cycle:
+        raise ValidationError({"group": "A group cannot contain itself (directly or not)."})
+    if len(parents) >= MAX_GROUP_DEPTH:
+        raise ValidationError({"group": f"Groups nest at most {MAX_GROUP_DEPTH} levels deep."})
+    source = groups if groups is not None else DeviceGroup.objects.all()
+    found = list(
+        source.filter(pk__in=ids).values_list("pk", "kind", "filter", "organization__path")
+    )
+    if groups is not None and len(found) != len(set(ids)):
+        raise ValidationError({"group": "Unknown group(s)."})
+    conditions: list[Q] = []
+    for pk, kind, saved, path in found:
+        within = Q(organization__in=organization_ids_under([path]))
+        if kind == GroupKind.DYNAMIC:
+            nested = selection_q(saved, groups=groups, parents=(*parents, pk))
+            members = Device.objects.filter(within & nested)
+        else:
+            members = Device.objects.filter(
+                within, pk__in=GroupMembership.objects.filter(group=pk).values("device_id")
+            )
+        conditions.append(Q(pk__in=members.values("pk")))
+    return reduce(or_, conditions) if conditions else Q(pk__in=[])
