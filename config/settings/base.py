@@ -36,6 +36,7 @@ EMAIL_URL = env.str("EMAIL_URL", default="consolemail://")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Fleetops <noreply@localhost>")
 SITE_URL = env.str("SITE_URL", default="http://localhost:8000")
 STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(VAR_DIR / "static")))
+MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 OUTBOX_MAX_ATTEMPTS = env.int("OUTBOX_MAX_ATTEMPTS", default=10)
 OUTBOX_LEASE_SECONDS = env.int("OUTBOX_LEASE_SECONDS", default=60)
@@ -146,6 +147,7 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "/static/"
+MEDIA_URL = "/media/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -197,7 +199,14 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": "/api/v1",
-    "ENUM_NAME_OVERRIDES": {},
+    "ENUM_NAME_OVERRIDES": {
+        "OrganizationKindEnum": "apps.accounts.models.Organization.Kind",
+        "GroupKindEnum": "apps.devices.choices.GroupKind",
+        "DeviceStateEnum": "apps.devices.choices.DeviceState",
+        "TransferStatusEnum": "apps.devices.choices.TransferStatus",
+        "JobStatusEnum": "apps.core.models.JobStatus",
+        "DeliveryStatusEnum": "apps.core.models.DeliveryStatus",
+    },
 }
 
 # --- Celery ------------------------------------------------------------------------------------
