@@ -1,0 +1,133 @@
+"""Back office for the fleet registry, usable at a million devices.
+
+No full counts (``show_full_result_count = False``), raw-id widgets for every foreign key,
+filters only on indexed columns and search by exact id or serial-number prefix (an index range
+scan, never ``ILIKE '%...%'`` over the fleet). Rows are read here; state changes go through the
+lifecycle services (audited) from the admin actions. Non-superusers see only what
+``for_actor`` gives them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html_join
+
+from apps.accounts.admin import ReadMostlyAdmin, request_actor
+from apps.core.models import Job, JobItem
+
+from . import lifecycle, services
+from .models import Device, DeviceGroup, Transfer
+
+MAX_ACTION_DEVICES = 500  # larger selections: the API's bulk transition (a background job)
+ITEMS_SHOWN = 50
+
+
+@admin.register(Device)
+class DeviceAdmin(ReadMostlyAdmin):
+    list_display = ("serial", "name", "state", "connectivity", "organization", "last_seen_at")
+    list_filter = ("state", "connectivity")
+    search_fields = ("serial",)
+    search_help_text = "An exact device id, or the beginning of a serial number."
+    list_select_related = ("organization",)
+    raw_id_fields = ("organization", "manufacturer", "profile_version", "site", "replaced_by")
+    readonly_fields = ("id", "claim_code_hash", "state_changed_at", "created_at", "updated_at")
+    show_full_result_count = False
+    ordering = ("-id",)
+    list_per_page = 50
+    actions = ("enter_maintenance", "activate", "suspend", "decommission")
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        try:
+            return queryset.filter(pk=uuid.UUID(term)), False
+        except ValueError:
+            return queryset.filter(serial__startswith=term), False
+
+    def _run(self, request: HttpRequest, queryset: QuerySet[Any], name: str) -> None:
+        spec = lifecycle.get(name)
+        selected = self.allowed(request, queryset, spec.action)
+        devices = list(selected.order_by("pk")[: MAX_ACTION_DEVICES + 1])
+        if len(devices) > MAX_ACTION_DEVICES:
+            self.message_user(
+                request,
+                f"Select at most {MAX_ACTION_DEVICES} devices here; use a bulk transition job.",
+                messages.ERROR,
+            )
+            return
+        moved, refused = 0, []
+        for device in devices:
+            try:
+                services.device_transition(
+                    actor=request_actor(request), device=device, transition=name
+                )
+                moved += 1
+            except ValidationError as error:
+                refused.append(f"{device.serial}: {' '.join(error.messages)}")
+        self.message_user(request, f"{name}: {moved} device(s) moved.", messages.SUCCESS)
+        if refused:
+            self.message_user(request, "Refused: " + "; ".join(refused[:20]), messages.WARNING)
+
+    @admin.action(description="Enter maintenance")
+    def enter_maintenance(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        self._run(request, queryset, "enter_maintenance")
+
+    @admin.action(description="Activate")
+    def activate(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        self._run(request, queryset, "activate")
+
+    @admin.action(description="Suspend")
+    def suspend(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        self._run(request, queryset, "suspend")
+
+    @admin.action(description="Decommission (revokes credentials)")
+    def decommission(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        self._run(request, queryset, "decommission")
+
+
+@admin.register(DeviceGroup)
+class DeviceGroupAdmin(ReadMostlyAdmin):
+    list_display = ("name", "kind", "organization", "created_at")
+    list_filter = ("kind",)
+    search_fields = ("^name",)
+    list_select_related = ("organization",)
+    raw_id_fields = ("organization",)
+    show_full_result_count = False
+
+
+@admin.register(Transfer)
+class TransferAdmin(ReadMostlyAdmin):
+    list_display = ("device", "from_organization", "to_organization", "status", "created_at")
+    list_filter = ("status",)
+    search_fields = ("=device__id",)
+    list_select_related = ("device", "from_organization", "to_organization")
+    raw_id_fields = ("device", "from_organization", "to_organization", "created_by", "decided_by")
+    show_full_result_count = False
+
+
+@admin.register(Job)
+class JobAdmin(ReadMostlyAdmin):
+    list_display = ("kind", "status", "processed", "total", "failed", "organization", "created_at")
+    list_filter = ("kind", "status")
+    list_select_related = ("organization",)
+    raw_id_fields = ("organization", "created_by")
+    readonly_fields = ("progress", "failed_items")
+    show_full_result_count = False
+
+    @admin.display(description="Progress")
+    def progress(self, job: Job) -> str:
+        return f"{job.processed} / {job.total} ({job.percent}%), {job.failed} failed"
+
+    @admin.display(description=f"First {ITEMS_SHOWN} failed items")
+    def failed_items(self, job: Job) -> str:
+        items = JobItem.objects.filter(job=job, ok=False).order_by("id")[:ITEMS_SHOWN]
+        return format_html_join("", "<div>{}: {}</div>", ((i.key, i.message) for i in items))
