@@ -8,8 +8,17 @@ const out = join(root, "static", "dist");
 mkdirSync(out, { recursive: true });
 const files = {
   "htmx.org/dist/htmx.min.js": "htmx.min.js",
+  // Leaflet (device location map): its stylesheet finds the marker images next to itself.
+  "leaflet/dist/leaflet.js": "leaflet/leaflet.js",
+  "leaflet/dist/leaflet.css": "leaflet/leaflet.css",
+  "leaflet/dist/images/marker-icon.png": "leaflet/images/marker-icon.png",
+  "leaflet/dist/images/marker-icon-2x.png": "leaflet/images/marker-icon-2x.png",
+  "leaflet/dist/images/marker-shadow.png": "leaflet/images/marker-shadow.png",
+  "leaflet/dist/images/layers.png": "leaflet/images/layers.png",
+  "leaflet/dist/images/layers-2x.png": "leaflet/images/layers-2x.png",
 };
 for (const [from, to] of Object.entries(files)) {
+  mkdirSync(dirname(join(out, to)), { recursive: true });
   copyFileSync(join(root, "node_modules", from), join(out, to));
 }
 console.log(`assets: ${Object.keys(files).length} file(s) in static/dist`);

@@ -124,7 +124,12 @@ CACHES = {
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": "fleetops:channels"},
+        "CONFIG": {
+            # redis-py 8 defaults to a 5 s socket timeout, which kills channels_redis's long
+            # blocking reads (channels_redis #422): every websocket would drop every 5 s.
+            "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
+            "prefix": "fleetops:channels",
+        },
     }
 }
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"

@@ -25,7 +25,12 @@ CACHES = {
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [env.str("REDIS_URL")], "prefix": "fleetops-test:channels"},
+        "CONFIG": {
+            # redis-py 8 defaults to a 5 s socket timeout, which kills channels_redis's long
+            # blocking reads (channels_redis #422): every websocket would drop every 5 s.
+            "hosts": [{"address": env.str("REDIS_URL"), "socket_timeout": None}],
+            "prefix": "fleetops-test:channels",
+        },
     }
 }
 CELERY_TASK_ALWAYS_EAGER = False
