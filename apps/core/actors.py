@@ -26,6 +26,10 @@ class Grant:
     organization_id: uuid.UUID
     organization_path: str
     permissions: frozenset[str]
+    # The ids of every organization in the subtree, when known. Scoping then filters with a
+    # literal list, which the planner estimates from its real size (a subquery is estimated as
+    # an average organization and can lead to a scan of a million-device table for a tiny one).
+    subtree_ids: tuple[uuid.UUID, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,16 @@ class Actor:
     def paths_for(self, permission: str) -> list[str]:
         """Organization path prefixes where ``permission`` holds (subtree semantics)."""
         return [grant.organization_path for grant in self.grants if permission in grant.permissions]
+
+    def subtree_ids_for(self, permission: str) -> list[uuid.UUID] | None:
+        """Ids of every organization where ``permission`` holds, or None when not known."""
+        ids: list[uuid.UUID] = []
+        for grant in self.grants:
+            if permission in grant.permissions:
+                if grant.subtree_ids is None:
+                    return None
+                ids.extend(grant.subtree_ids)
+        return ids
 
     def has_perm(self, permission: str, organization_path: str) -> bool:
         """Whether ``permission`` holds on the organization with this materialized path."""

@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     from .actors import Actor
 
 
+# Up to this many organizations, scoping filters with a literal id list (see Grant.subtree_ids).
+LITERAL_IDS_LIMIT = 5000
+
+
 def permission_name(model: type[models.Model], action: str) -> str:
     resource = getattr(model, "scope_resource", model._meta.model_name)
     return f"{resource}.{action}"
@@ -70,7 +74,11 @@ class ScopedQuerySet(models.QuerySet[Any]):
         if path_field is not None:  # the organization model itself
             return reduce(or_, (Q(**{f"{path_field}__startswith": path}) for path in paths))
         organization_field: str = getattr(self.model, "scope_organization_field", "organization")
-        condition = Q(**{f"{organization_field}__in": organization_ids_under(paths)})
+        known = actor.subtree_ids_for(permission)
+        if known is not None and len(known) <= LITERAL_IDS_LIMIT:
+            condition = Q(**{f"{organization_field}__in": known})
+        else:
+            condition = Q(**{f"{organization_field}__in": organization_ids_under(paths)})
         if getattr(self.model, "scope_shared_down", False) and permission.endswith(".view"):
             # shared down the tree: rows of the ancestors of every organization the actor sees
             ancestors = ancestor_ids(paths)
