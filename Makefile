@@ -50,3 +50,5 @@ assets:
 
 bench: services
 	$(PY) bench/scoping.py
+	$(PY) bench/import_copy.py --scale $(or $(SCALE),quick)
+	$(PY) bench/registry.py --scale $(or $(SCALE),quick)

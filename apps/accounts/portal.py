@@ -32,6 +32,10 @@ class NavItem:
     permission: str | None
     scoped: bool = True
     section: str = "Organization"
+    position: int = 100  # order within the section
+
+
+SECTIONS = ("Organization", "Fleet", "Account")
 
 
 NAVIGATION: list[NavItem] = [
@@ -96,11 +100,16 @@ def require_perm(actor: Actor, permission: str, organization: Organization) -> N
         raise PermissionDenied
 
 
+def _nav_order(item: NavItem) -> tuple[int, int]:
+    section = SECTIONS.index(item.section) if item.section in SECTIONS else len(SECTIONS)
+    return section, item.position
+
+
 def navigation_for(request: HttpRequest) -> dict[str, Any]:
     actor: Actor = request.actor  # type: ignore[attr-defined]
     organization = current_organization(request)
     items: list[dict[str, Any]] = []
-    for item in NAVIGATION:
+    for item in sorted(NAVIGATION, key=_nav_order):
         if item.scoped and organization is None:
             continue
         if item.permission and (

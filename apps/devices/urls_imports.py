@@ -1,3 +1,10 @@
 from __future__ import annotations
 
-urlpatterns: list[object] = []
+from django.urls import path
+
+from . import views_imports
+
+urlpatterns = [
+    path("o/<uuid:organization_id>/imports/", views_imports.import_list, name="list"),
+    path("imports/<uuid:job_id>/", views_imports.import_detail, name="detail"),
+]

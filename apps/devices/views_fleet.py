@@ -22,7 +22,7 @@ from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_POST
 
 from apps.accounts.models import Organization
-from apps.accounts.portal import NavItem, organization_for, register, require_perm
+from apps.accounts.portal import organization_for, require_perm
 from apps.core.scoping import organization_ids_under
 from apps.profiles.models import DeviceProfile
 
@@ -35,12 +35,6 @@ from .views_fleet_keyset import keyset_page
 PAGE_SIZE = 50
 PROFILE_CHOICES_LIMIT = 200
 FILTER_KEYS = ("search", "state", "connectivity", "profile", "tags", "firmware", "sort")
-
-
-def register_fleet_nav() -> None:
-    """Side-navigation entries of the fleet pages (called from the app's ``ready()``)."""
-    register(NavItem("Devices", "fleet:list", "device.view"))
-    register(NavItem("Transfers", "fleet:transfers", "device.view"))
 
 
 def actor_of(request: HttpRequest) -> Any:

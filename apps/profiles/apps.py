@@ -11,4 +11,4 @@ class ProfilesConfig(AppConfig):
     def ready(self) -> None:
         from apps.accounts.portal import NavItem, register
 
-        register(NavItem("Profiles", "profiles:list", "profile.view"))
+        register(NavItem("Profiles", "profiles:list", "profile.view", section="Fleet", position=40))

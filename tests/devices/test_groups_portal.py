@@ -13,7 +13,6 @@ from apps.core.actors import SYSTEM
 from apps.devices import groups
 from apps.devices.choices import DeviceState, GroupKind
 from apps.devices.models import Device, DeviceGroup, DeviceGroupUserObjectPermission
-from apps.devices.portal_nav import register_groups_nav
 from tests.portal.conftest import verified_member
 
 from .test_groups_support import make_device, make_group, make_version
@@ -215,8 +214,6 @@ def test_withdrawing_a_share_hides_the_group_again(client, tree, people, world):
 
 
 def test_the_groups_page_is_in_the_side_navigation(client, tree, people, world):
-    register_groups_nav()
-    register_groups_nav()  # idempotent
     client.force_login(people["viewer"])
     page = client.get(list_url(tree["acme"])).content.decode()
     assert page.count(f'href="{list_url(tree["acme"])}"') == 1

@@ -110,6 +110,11 @@ def test_it_signs_in_with_email_and_password(tree, page):
         "Invitations",
         "API keys",
         "Audit log",
+        "Devices",
+        "Groups",
+        "Transfers",
+        "Profiles",
+        "Import devices",
         "Security",
     ]
     shot("3-dashboard")

@@ -461,11 +461,9 @@ def test_it_claims_a_device_with_its_code(client, tree, people, fleet):
     assert Device.objects.get(pk=fleet["a1"].pk).organization_id == tree["retail"].pk
 
 
-def test_register_fleet_nav_adds_devices_and_transfers(client, tree, people):
+def test_the_side_navigation_has_devices_and_transfers_once(client, tree, people):
     from apps.accounts.portal import NAVIGATION
 
-    views_fleet.register_fleet_nav()
-    views_fleet.register_fleet_nav()
     names = [item.url_name for item in NAVIGATION]
     assert (names.count("fleet:list"), names.count("fleet:transfers")) == (1, 1)
     client.force_login(people["viewer"])

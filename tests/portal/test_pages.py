@@ -118,6 +118,11 @@ def test_it_shows_navigation_allowed_by_the_role(client, tree, people):
         ("Invitations", False),
         ("API keys", False),
         ("Audit log", False),
+        ("Devices", False),
+        ("Groups", False),
+        ("Transfers", False),
+        ("Profiles", False),
+        ("Import devices", False),
         ("Security", False),
     ]
     client.force_login(people["approver"])
@@ -126,6 +131,10 @@ def test_it_shows_navigation_allowed_by_the_role(client, tree, people):
         "Dashboard",
         "Members",
         "Audit log",
+        "Devices",
+        "Groups",
+        "Transfers",
+        "Profiles",
         "Security",
     ]
 

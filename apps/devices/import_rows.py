@@ -1,0 +1,322 @@
+"""Validating import rows: fields, the profile (by id or slug), its attributes schema, state.
+
+One ``Validator`` per job: profiles are resolved once and each version's JSON Schema is
+compiled once (Draft 2020-12). A row comes out as the tuple the staging COPY takes, or as the
+message of its errors (``"field: reason; field: reason"``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from apps.core.actors import Actor
+from apps.core.scoping import ancestor_ids
+from apps.profiles.models import DeviceProfile, ProfileVersion
+
+from .choices import DeviceState
+from .import_files import Row
+
+ALLOWED_STATES = (DeviceState.ESCROW, DeviceState.ACTIVE, DeviceState.DISCOVERED)
+_UUID7_HEAD = (0x7 << 76) | (0x2 << 62)  # version 7, RFC 4122 variant
+_RANDOM_B = (1 << 62) - 1
+
+
+def uuid7_batch(count: int) -> Iterator[uuid.UUID]:
+    """``count`` version 7 UUIDs (the layout of ``apps.core.ids.uuid7``) from one clock read and
+    one random read: a chunk needs two per row."""
+    head = _UUID7_HEAD | ((time.time_ns() // 1_000_000) & ((1 << 48) - 1)) << 80
+    random = os.urandom(10 * count)
+    for offset in range(0, 10 * count, 10):
+        bits = int.from_bytes(random[offset : offset + 10], "big")
+        yield uuid.UUID(int=head | ((bits >> 62) & 0xFFF) << 64 | (bits & _RANDOM_B))
+
+
+@dataclass
+class Chunk:
+    good: list[str] = field(default_factory=list)  # staging rows, as COPY text lines
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.good) + len(self.rejected)
+
+
+def _text(row: dict[str, Any], key: str, errors: list[str], limit: int) -> str:
+    value = row.get(key)
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        errors.append(f"{key}: must be text")
+        return ""
+    text = str(value).strip()
+    if "\x00" in text:
+        errors.append(f"{key}: must not contain NUL characters")
+    elif len(text) > limit:
+        errors.append(f"{key}: at most {limit} characters")
+    return text
+
+
+def _coordinate(row: dict[str, Any], key: str, bound: float, errors: list[str]) -> float | None:
+    value = row.get(key)
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        errors.append(f"{key}: must be a number")
+        return None
+    if isinstance(value, bool) or not -bound <= number <= bound:
+        errors.append(f"{key}: must be between -{bound:g} and {bound:g}")
+        return None
+    return number
+
+
+def _tags(row: dict[str, Any], errors: list[str]) -> list[str]:
+    value = row.get("tags")
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        value = value.split(";")
+    if not isinstance(value, list) or not all(isinstance(tag, str) for tag in value):
+        errors.append("tags: must be text separated by ';' (CSV) or a list of strings")
+        return []
+    tags = list(dict.fromkeys(tag.strip() for tag in value if tag.strip()))
+    if any("\x00" in tag for tag in tags):
+        errors.append("tags: must not contain NUL characters")
+    elif any(len(tag) > 64 for tag in tags):
+        errors.append("tags: each tag at most 64 characters")
+    return tags
+
+
+def _attributes(
+    row: dict[str, Any], names: list[str], errors: list[str]
+) -> tuple[dict[str, Any], str | None]:
+    """The attributes object, and its JSON text when it can go to the database as written."""
+    value = row.get("attributes")
+    text = value if isinstance(value, str) and not names else None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value, parse_constant=_no_constant) if value.strip() else {}
+        except ValueError:  # JSONDecodeError included
+            errors.append("attributes: not valid JSON")
+            return {}, None
+    value = {} if value is None else value
+    if not isinstance(value, dict):
+        errors.append("attributes: must be a JSON object")
+        return {}, None
+    for name in names:
+        cell = row.get(f"attr.{name}")
+        if cell not in ("", None):
+            value[name] = cell
+    return value, text if value else None
+
+
+@dataclass
+class VersionInfo:
+    """A profile version as the import needs it; its schema is compiled on first use."""
+
+    id: uuid.UUID
+    manufacturer_id: uuid.UUID
+    schema: dict[str, Any]
+    validator: Draft202012Validator | None = None
+
+    def coerce(self, attributes: dict[str, Any], names: list[str]) -> dict[str, Any]:
+        """Cells of ``attr.<name>`` CSV columns are text: read the numbers and booleans the
+        schema asks for."""
+        properties = self.schema.get("properties", {}) if isinstance(self.schema, dict) else {}
+        for name in names:
+            wanted = properties.get(name, {}).get("type") if name in properties else None
+            value = attributes.get(name)
+            if isinstance(value, str) and wanted in ("integer", "number", "boolean"):
+                attributes[name] = _typed(value, wanted)
+        return attributes
+
+    def errors(self, attributes: dict[str, Any]) -> list[str]:
+        if self.schema in ({}, {"type": "object"}):
+            return []
+        if self.validator is None:
+            self.validator = Draft202012Validator(self.schema)
+        if self.validator.is_valid(attributes):
+            return []
+        found = sorted(self.validator.iter_errors(attributes), key=lambda e: list(map(str, e.path)))
+        return [f"{'.'.join(['attributes', *map(str, e.path)])}: {e.message}" for e in found]
+
+
+def _typed(value: str, wanted: str) -> Any:
+    text = value.strip()
+    try:
+        if wanted == "integer":
+            return int(text)
+        if wanted == "number":
+            return float(text)
+    except ValueError:
+        return value
+    return {"true": True, "false": False}.get(text.lower(), value)
+
+
+class ProfileIndex:
+    """The profiles ``actor`` may use in ``organization``: its own and those shared down from
+    its ancestors, by id or by slug (the nearest organization's slug wins)."""
+
+    def __init__(self, *, actor: Actor, organization: Any) -> None:
+        owners = [*ancestor_ids([organization.path]), organization.pk]
+        profiles = (
+            DeviceProfile.objects.for_actor(actor, "view")
+            .filter(organization_id__in=owners)
+            .order_by("organization__depth")
+            .values_list("id", "slug", "organization_id")
+        )
+        self.by_id: dict[str, uuid.UUID] = {}
+        self.by_slug: dict[str, uuid.UUID] = {}
+        self.manufacturer: dict[uuid.UUID, uuid.UUID] = {}
+        for profile_id, slug, owner in profiles:
+            self.by_id[str(profile_id)] = profile_id
+            self.by_slug[slug] = profile_id  # deeper organizations come later and win
+            self.manufacturer[profile_id] = owner
+        self.versions: dict[tuple[uuid.UUID, int], VersionInfo] = {}
+        self.latest: dict[uuid.UUID, int] = {}
+        rows = ProfileVersion.objects.filter(profile_id__in=list(self.manufacturer)).values_list(
+            "id", "profile_id", "number", "attributes_schema"
+        )
+        for version_id, profile_id, number, schema in rows:
+            owner = self.manufacturer[profile_id]
+            self.versions[(profile_id, number)] = VersionInfo(version_id, owner, schema)
+            self.latest[profile_id] = max(number, self.latest.get(profile_id, 0))
+
+    def resolve(self, values: dict[str, Any], errors: list[str]) -> VersionInfo | None:
+        key = values.get("profile")
+        key = str(key).strip() if key is not None else ""
+        if not key:
+            errors.append("profile: required")
+            return None
+        profile_id = self.by_id.get(key.lower()) or self.by_slug.get(key)
+        if profile_id is None:
+            errors.append(f"profile: no profile {key!r} available in this organization")
+            return None
+        number = values.get("profile_version")
+        if number is None or number == "":
+            number = self.latest.get(profile_id, 0)
+        try:
+            version = self.versions.get((profile_id, int(str(number).strip())))
+        except ValueError:
+            errors.append("profile_version: must be a whole number")
+            return None
+        if version is None:
+            errors.append(f"profile_version: profile {key!r} has no version {number}")
+        return version
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _array(tags: list[str]) -> str:
+    quoted = (tag.replace("\\", "\\\\").replace('"', '\\"') for tag in tags)
+    return "{" + ",".join(f'"{tag}"' for tag in quoted) + "}"
+
+
+def _cell(value: str) -> str:
+    return value.translate(_COPY_ESCAPES)
+
+
+def _float(value: float | None) -> str:
+    return "\\N" if value is None else repr(value)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(name)  # NaN and Infinity are not JSON, and PostgreSQL refuses them
+
+
+def _json_text(attributes: dict[str, Any], text: str | None, errors: list[str]) -> str:
+    """The attributes as JSON text PostgreSQL accepts (no NaN, no NUL character)."""
+    try:
+        text = text if text is not None else json.dumps(attributes, allow_nan=False)
+    except ValueError:
+        errors.append("attributes: numbers must be finite")
+        return ""
+    if "\\u0000" in text:
+        errors.append("attributes: text must not contain NUL characters")
+    return text
+
+
+def _attribute_names(keys: Any) -> list[str]:
+    return [key[5:] for key in keys if key.startswith("attr.")]
+
+
+class Validator:
+    """Validates rows for one job: profiles resolved and schemas compiled once."""
+
+    def __init__(
+        self, *, actor: Actor, organization: Any, columns: list[str] | None = None
+    ) -> None:
+        """``columns``: the CSV header when every row has the same keys (else read per row)."""
+        self.profiles = ProfileIndex(actor=actor, organization=organization)
+        self.attribute_columns = _attribute_names(columns) if columns is not None else None
+        self.organization_id = organization.pk
+        self.seen: set[tuple[uuid.UUID, str]] = set()
+
+    def chunk(self, rows: list[Row]) -> Chunk:
+        chunk = Chunk()
+        ids = uuid7_batch(2 * len(rows))
+        for row in rows:
+            ok, outcome = self.row(row, ids)
+            if ok:
+                chunk.good.append(outcome)
+            else:
+                chunk.rejected.append((row.number, outcome))
+        return chunk
+
+    def row(self, row: Row, ids: Iterator[uuid.UUID]) -> tuple[bool, str]:
+        """``(True, staging row as a COPY text line)`` or ``(False, "field: reason; ...")``."""
+        if row.values is None:
+            return False, row.problem
+        values, errors = row.values, list[str]()
+        serial = _text(values, "serial", errors, 128)
+        if not serial and not errors:
+            errors.append("serial: required")
+        name = _text(values, "name", errors, 200)
+        state = _text(values, "state", errors, 16) or DeviceState.ESCROW
+        if state not in ALLOWED_STATES:
+            errors.append(f"state: must be one of {', '.join(ALLOWED_STATES)}")
+        tags = _tags(values, errors)
+        latitude = _coordinate(values, "latitude", 90, errors)
+        longitude = _coordinate(values, "longitude", 180, errors)
+        names = self.attribute_columns
+        if names is None:
+            names = _attribute_names(values)
+        attributes, text = _attributes(values, names, errors)
+        version = self.profiles.resolve(values, errors)
+        if version is not None and not any(e.startswith("attributes") for e in errors):
+            attributes = version.coerce(attributes, names)
+            errors += version.errors(attributes)
+        json_text = ""
+        if version is not None and not errors:
+            json_text = _json_text(attributes, text, errors)
+        if errors:
+            return False, "; ".join(errors)
+        assert version is not None  # no error means the profile resolved
+        key = (version.manufacturer_id, serial)
+        if key in self.seen:
+            return False, "serial: appears earlier in this file"
+        self.seen.add(key)
+        cells = (
+            str(next(ids)),
+            str(next(ids)),
+            str(row.number),
+            str(version.manufacturer_id),
+            str(version.id),
+            _cell(serial),
+            _cell(name),
+            state,
+            _cell(_array(tags)),
+            _cell(json_text),
+            _float(latitude),
+            _float(longitude),
+        )
+        return True, "\t".join(cells) + "\n"
