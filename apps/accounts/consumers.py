@@ -8,6 +8,8 @@ from allauth.mfa.models import Authenticator
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from apps.core.live import group_name
+
 from .actors import actor_for_user
 from .models import Organization
 from .services import user_mfa_required
@@ -16,16 +18,12 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_MFA_REQUIRED = 4403
 
 
-def group_name(organization_id: Any) -> str:
-    return f"org.{organization_id}"
-
-
 @database_sync_to_async
-def _visible_organization_ids(user: Any) -> list[str]:
+def _visible_organizations(user: Any) -> dict[str, frozenset[str]]:
+    """Each organization the user can see, with the permissions the user holds there."""
     actor = actor_for_user(user, source="portal")
-    return [
-        str(pk) for pk in Organization.objects.for_actor(actor, "view").values_list("pk", flat=True)
-    ]
+    visible = Organization.objects.for_actor(actor, "view").values_list("pk", "path")
+    return {str(pk): actor.permissions_on(path) for pk, path in visible}
 
 
 @database_sync_to_async
@@ -43,11 +41,12 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
     Closes with 4401 when anonymous and 4403 when an organization of the user requires MFA
     and the user has not set it up (the portal redirects such users to the MFA set-up page).
 
-    Later capabilities broadcast after commit with ``group_send(group_name(org), {"type":
-    "live.message", "data": {...}})``.
+    Messages come from ``apps.core.live.broadcast`` and are forwarded only when the user holds
+    the message's permission on its organization.
     """
 
     groups: list[str]
+    permissions: dict[str, frozenset[str]]
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -57,7 +56,8 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         if await _lacks_required_mfa(user):
             await self.close(code=CLOSE_MFA_REQUIRED)
             return
-        self.groups = [group_name(pk) for pk in await _visible_organization_ids(user)]
+        self.permissions = await _visible_organizations(user)
+        self.groups = [group_name(pk) for pk in self.permissions]
         for group in self.groups:
             await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
@@ -72,4 +72,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "pong"})
 
     async def live_message(self, event: dict[str, Any]) -> None:
-        await self.send_json(event["data"])
+        permission = event.get("permission")
+        held = self.permissions.get(str(event.get("organization")), frozenset())
+        if permission is None or permission in held:
+            await self.send_json(event["data"])
