@@ -9,6 +9,7 @@ export PORT=${PORT:-8000}
 make -s assets
 $PY manage.py migrate --noinput
 $PY manage.py load_demo
+$PY manage.py load_fleet_demo
 echo
 echo "Portal:    http://localhost:${PORT}/"
 echo "Admin:     http://localhost:${PORT}/admin/"

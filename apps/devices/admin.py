@@ -5,6 +5,9 @@ filters only on indexed columns and search by exact id or serial-number prefix (
 scan, never ``ILIKE '%...%'`` over the fleet). Rows are read here; state changes go through the
 lifecycle services (audited) from the admin actions. Non-superusers see only what
 ``for_actor`` gives them.
+
+"Import devices" (a button on the device list) starts the same import job as the API and the
+portal (``imports.import_start``) and leads to the job's page, which shows its progress.
 """
 
 from __future__ import annotations
@@ -12,20 +15,45 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.contrib.admin.widgets import ForeignKeyRawIdWidget
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
-from django.http import HttpRequest
-from django.utils.html import format_html_join
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html, format_html_join
 
 from apps.accounts.admin import ReadMostlyAdmin, request_actor
+from apps.accounts.models import Organization
 from apps.core.models import Job, JobItem
 
-from . import lifecycle, services
+from . import imports, lifecycle, services
 from .models import Device, DeviceGroup, Transfer
 
 MAX_ACTION_DEVICES = 500  # larger selections: the API's bulk transition (a background job)
 ITEMS_SHOWN = 50
+
+
+class ImportForm(forms.Form):
+    organization = forms.ModelChoiceField(
+        queryset=Organization.objects.none(), help_text="The devices land in this organization."
+    )
+    file = forms.FileField(
+        label="CSV or JSON file",
+        help_text="The same format as the API and the portal: serial, profile, profile_version, "
+        "name, tags, attributes or attr.<name>, latitude, longitude, state.",
+    )
+
+    def __init__(
+        self, *args: Any, organizations: QuerySet[Any], widget: Any, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["organization"]
+        field.queryset = organizations  # type: ignore[attr-defined]
+        field.widget = widget
 
 
 @admin.register(Device)
@@ -41,6 +69,46 @@ class DeviceAdmin(ReadMostlyAdmin):
     ordering = ("-id",)
     list_per_page = 50
     actions = ("enter_maintenance", "activate", "suspend", "decommission")
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view(self.import_view)  # staff only, else the login page
+        return [path("import/", view, name="devices_device_import"), *super().get_urls()]
+
+    def import_view(self, request: HttpRequest) -> HttpResponse:
+        """Upload a file of devices into an organization where the admin may add devices."""
+        actor = request_actor(request)
+        if not actor.has_any("device.add"):
+            raise PermissionDenied
+        rel = Device._meta.get_field("organization").remote_field
+        posted = request.method == "POST"
+        form = ImportForm(
+            request.POST if posted else None,
+            request.FILES if posted else None,
+            organizations=Organization.objects.for_actor(actor, "view"),
+            widget=ForeignKeyRawIdWidget(rel, self.admin_site),
+        )
+        if posted and form.is_valid():
+            organization = form.cleaned_data["organization"]
+            if not actor.has_perm("device.add", organization.path):
+                raise PermissionDenied
+            try:
+                job = imports.import_start(
+                    actor=actor, organization=organization, upload=form.cleaned_data["file"]
+                )
+            except ValidationError as error:
+                form.add_error("file", error.message_dict.get("file", error.messages))
+            else:
+                self.message_user(request, f"Import of {job.params['file_name']} queued.")
+                return redirect("admin:core_job_change", job.pk)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Import devices",
+            "form": form,
+            "media": self.media + form.media,
+        }
+        status = 400 if form.errors else 200
+        return TemplateResponse(request, "admin/devices/device/import.html", context, status=status)
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
@@ -120,12 +188,19 @@ class JobAdmin(ReadMostlyAdmin):
     list_filter = ("kind", "status")
     list_select_related = ("organization",)
     raw_id_fields = ("organization", "created_by")
-    readonly_fields = ("progress", "failed_items")
+    readonly_fields = ("progress", "rejected_rows", "failed_items")
     show_full_result_count = False
 
     @admin.display(description="Progress")
     def progress(self, job: Job) -> str:
-        return f"{job.processed} / {job.total} ({job.percent}%), {job.failed} failed"
+        return f"{job.status}: {job.processed} / {job.total} ({job.percent}%), {job.failed} failed"
+
+    @admin.display(description="Rejected rows")
+    def rejected_rows(self, job: Job) -> str:
+        if job.kind != imports.KIND:
+            return "-"
+        url = reverse("v1:device-import-rejected", kwargs={"pk": job.pk})
+        return format_html('{} (<a href="{}">rejected rows as CSV</a>)', job.failed, url)
 
     @admin.display(description=f"First {ITEMS_SHOWN} failed items")
     def failed_items(self, job: Job) -> str:

@@ -10,7 +10,7 @@ Why not a library: django-fsm-2 and python-statemachine bind transitions to mode
 guards and effects have to be expressible as SQL as well as per device. A dict of frozen
 dataclasses does both in a few lines.
 
-``replaced`` is reached only through ``services.device_replace``.
+``replaced`` is reached only through ``replacement.device_replace``.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -85,6 +86,12 @@ class TimelineEntry:
     changes: dict[str, Any]
     device_id: str
     relation: str  # "self", "predecessor" or "successor"
+    id: uuid.UUID  # the audit row's or the event's id: breaks ties between equal times
+
+    @property
+    def key(self) -> tuple[datetime, uuid.UUID]:
+        """The keyset position: newest first by time, then by id (uuid7s of both tables)."""
+        return (self.time, self.id)
 
 
 def replacement_chain(device: Device) -> dict[str, str]:
@@ -106,28 +113,44 @@ def replacement_chain(device: Device) -> dict[str, str]:
 
 
 def device_timeline(
-    *, actor: Actor, device: Device, before: datetime | None = None, limit: int = 50
+    *,
+    actor: Actor,
+    device: Device,
+    before: datetime | None = None,
+    before_id: uuid.UUID | None = None,
+    limit: int = 50,
 ) -> list[TimelineEntry]:
     """Everything that happened to the device (and its replacement chain), newest first: audit
-    rows and the events no audit row repeats. Keyset by time: pass the last entry's time as
-    ``before`` for the next page. The actor must already have access to ``device``."""
+    rows and the events no audit row repeats. Keyset by ``(time, id)``: pass the last entry's
+    ``time`` and ``id`` as ``before`` and ``before_id`` for the next page, so entries sharing a
+    timestamp are never split or repeated across pages (``before`` alone skips the rest of a
+    tie). The actor must already have access to ``device``."""
     chain = replacement_chain(device)
-    since = Q(created_at__lt=before) if before is not None else Q()
+    since = _older_than(before, before_id)
     audits = (
         AuditLog.objects.filter(since, object_type=DEVICE_TYPE, object_id__in=list(chain))
         .order_by("-created_at", "-id")
-        .values("created_at", "action", "actor_label", "changes", "object_id")[:limit]
+        .values("id", "created_at", "action", "actor_label", "changes", "object_id")[:limit]
     )
     domain_events = (
         Event.objects.filter(since, subject_type=DEVICE_TYPE, subject_id__in=list(chain))
         .exclude(type__in=AUDITED_EVENTS)
         .order_by("-created_at", "-id")
-        .values("created_at", "type", "payload", "subject_id")[:limit]
+        .values("id", "created_at", "type", "payload", "subject_id")[:limit]
     )
     entries = [_from_audit(row, chain) for row in audits]
     entries += [_from_event(row, chain) for row in domain_events]
-    entries.sort(key=lambda entry: entry.time, reverse=True)
+    # Python orders UUIDs by their integer value, PostgreSQL by their bytes: the same order
+    entries.sort(key=lambda entry: entry.key, reverse=True)
     return entries[:limit]
+
+
+def _older_than(before: datetime | None, before_id: uuid.UUID | None) -> Q:
+    if before is None:
+        return Q()
+    if before_id is None:
+        return Q(created_at__lt=before)
+    return Q(created_at__lt=before) | Q(created_at=before, id__lt=before_id)
 
 
 def _from_audit(row: dict[str, Any], chain: dict[str, str]) -> TimelineEntry:
@@ -140,6 +163,7 @@ def _from_audit(row: dict[str, Any], chain: dict[str, str]) -> TimelineEntry:
         changes=row["changes"],
         device_id=row["object_id"],
         relation=chain[row["object_id"]],
+        id=row["id"],
     )
 
 
@@ -153,6 +177,7 @@ def _from_event(row: dict[str, Any], chain: dict[str, str]) -> TimelineEntry:
         changes=row["payload"],
         device_id=row["subject_id"],
         relation=chain[row["subject_id"]],
+        id=row["id"],
     )
 
 

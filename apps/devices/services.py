@@ -1,5 +1,6 @@
-"""Writes of the fleet registry: register, update, lifecycle transitions (one device or a
-selection, as a job), ownership transfer, claim codes and replacement.
+"""Writes of the fleet registry: register, update and lifecycle transitions (one device or a
+selection, as a job). Ownership transfer and claim codes live in ``transfers.py``, replacement
+in ``replacement.py``.
 
 Each service runs in one transaction, writes its audit record and domain event there and leaves
 side effects (websocket pushes, Celery tasks) to ``transaction.on_commit``. Front doors check
@@ -9,28 +10,26 @@ business rules and raise ``ValidationError`` naming the field.
 
 from __future__ import annotations
 
-import hmac
 import logging
-import secrets
+from collections.abc import Iterable
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from apps.accounts import tokens
 from apps.accounts.models import Organization, User
 from apps.core import audit, events
 from apps.core.actors import Actor
 from apps.core.models import Job, JobStatus
-from apps.profiles.models import ProfileVersion
+from apps.profiles.models import DeviceProfile, ProfileVersion
 from apps.profiles.services import attributes_errors
 
 from . import jobs, lifecycle
-from .choices import DeviceState, TransferStatus
-from .models import Device, DeviceGroup, GroupMembership, Transfer
+from .choices import DeviceState
+from .models import Device, DeviceGroup
 
 logger = logging.getLogger(__name__)
 
@@ -103,11 +102,44 @@ def broadcast(organization_id: Any, data: dict[str, Any]) -> None:
         logger.warning("could not push to org.%s", organization_id, exc_info=True)
 
 
-def _payload(device: Device, **extra: Any) -> dict[str, Any]:
+def device_payload(device: Device, **extra: Any) -> dict[str, Any]:
     return {"id": str(device.pk), "serial": device.serial, **extra}
 
 
 # --- register and update -----------------------------------------------------------------------
+
+
+# Why a lock on the *profile* row, and why FOR KEY SHARE:
+# ``profiles.services.profile_update`` locks the profile row FOR UPDATE, then edits the latest
+# version in place when no device uses it. The device INSERT's own foreign-key check only takes
+# FOR KEY SHARE on the *version* row, which an in-place UPDATE of that row (FOR NO KEY UPDATE)
+# does not wait for; and profile_update cannot see an uncommitted device. So whoever points a
+# device at a version first takes FOR KEY SHARE on its profile row: it conflicts with
+# profile_update's FOR UPDATE (one waits for the other's commit, and profile_update then sees
+# the device and makes a new version instead), yet it is the weakest row lock, so concurrent
+# registrations and imports never wait for each other, nor for ordinary UPDATEs of the profile
+# (FOR NO KEY UPDATE). FOR SHARE would also block those for no gain. Django's
+# select_for_update has no share modes, hence the SQL. Take it *before* reading the version's
+# schema: after a wait, READ COMMITTED's next statement sees the edit that was committed.
+HOLD_PROFILES_SQL = """
+SELECT profile.id FROM {profiles} AS profile
+WHERE profile.id IN (
+    SELECT version.profile_id FROM {versions} AS version WHERE version.id = ANY(%s::uuid[])
+)
+ORDER BY profile.id
+FOR KEY SHARE OF profile
+"""
+
+
+def hold_profile_versions(version_ids: Iterable[Any]) -> None:
+    """Keep the profiles of ``version_ids`` from editing those versions in place until the
+    caller's transaction ends (see above). Call it inside the transaction that assigns a
+    version to a device, before validating against the version."""
+    sql = HOLD_PROFILES_SQL.format(
+        profiles=DeviceProfile._meta.db_table, versions=ProfileVersion._meta.db_table
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [[str(version_id) for version_id in version_ids]])
 
 
 def _visible_version(
@@ -142,6 +174,7 @@ def device_register(
 ) -> Device:
     """Register one device of ``profile_version`` in ``organization``; its manufacturer is the
     profile's organization. Nothing is written when any field is invalid."""
+    hold_profile_versions([profile_version.pk])
     version = _visible_version(actor, organization, profile_version)
     attributes = {} if attributes is None else attributes
     serial = serial.strip()
@@ -184,7 +217,7 @@ def device_register(
     events.emit(
         "device.registered",
         organization_id=organization.pk,
-        payload=_payload(device, state=state, profile_version=str(version.pk)),
+        payload=device_payload(device, state=state, profile_version=str(version.pk)),
         subject=device,
     )
     return device
@@ -225,7 +258,7 @@ def device_update(*, actor: Actor, device: Device, **fields: Any) -> Device:
     events.emit(
         "device.updated",
         organization_id=device.organization_id,
-        payload=_payload(device, fields=sorted(changes)),
+        payload=device_payload(device, fields=sorted(changes)),
         subject=device,
     )
     return device
@@ -252,7 +285,7 @@ def device_transition(*, actor: Actor, device: Device, transition: str, reason: 
         obj=device,
         changes={"state": [previous, spec.target], "transition": spec.name, "reason": reason},
     )
-    payload = _payload(device, transition=spec.name, reason=reason)
+    payload = device_payload(device, transition=spec.name, reason=reason)
     events.emit(
         "device.state_changed",
         organization_id=device.organization_id,
@@ -365,290 +398,3 @@ def _finish_bulk(job_id: Any) -> Job:
     with transaction.atomic():
         jobs.job_finish(job.pk, status=status, result=result)
     return Job.objects.get(pk=job.pk)
-
-
-# --- ownership transfer ------------------------------------------------------------------------
-
-
-def _locked(device: Device) -> Device:
-    return Device.objects.select_for_update(of=("self",)).get(pk=device.pk)
-
-
-def _check_receiver(device: Device, to_organization: Organization, field: str) -> None:
-    manufacturer = Organization.objects.get(pk=device.manufacturer_id)
-    if not to_organization.is_descendant_of(manufacturer) or not to_organization.is_active:
-        raise ValidationError({field: "Must be an organization below the device's manufacturer."})
-    if to_organization.pk == device.organization_id:
-        raise ValidationError({field: "The device already belongs to this organization."})
-
-
-TRANSFER_EVENTS = {
-    "transfer.create": "device.transfer_created",
-    "transfer.accept": "device.transfer_accepted",
-    "transfer.reject": "device.transfer_rejected",
-    "transfer.cancel": "device.transfer_cancelled",
-    "transfer.claim": "device.claimed",
-}
-
-
-def _record_transfer(actor: Actor, transfer: Transfer, action: str, **changes: Any) -> None:
-    """Both sides see it: an audit row on the device in the acting side's organization, one on
-    the transfer in the other's, and one event carrying both organization ids."""
-    sides = {
-        "from_organization": str(transfer.from_organization_id),
-        "to_organization": str(transfer.to_organization_id),
-    }
-    receiving = action in ("transfer.accept", "transfer.reject", "transfer.claim")
-    acting, other = (
-        (transfer.to_organization_id, transfer.from_organization_id)
-        if receiving
-        else (transfer.from_organization_id, transfer.to_organization_id)
-    )
-    full = {"transfer": str(transfer.pk), **sides, "status": transfer.status, **changes}
-    audit.record(
-        actor=actor,
-        action=f"device.{action}",
-        obj=transfer.device,
-        organization_id=acting,
-        changes=full,
-    )
-    audit.record(
-        actor=actor, action=f"device.{action}", obj=transfer, organization_id=other, changes=full
-    )
-    events.emit(
-        TRANSFER_EVENTS[action],
-        organization_id=transfer.from_organization_id,
-        payload=_payload(transfer.device, transfer=str(transfer.pk), **sides),
-        subject=transfer.device,
-    )
-
-
-@transaction.atomic
-def transfer_create(
-    *, actor: Actor, device: Device, to_organization: Organization, note: str = ""
-) -> Transfer:
-    """Offer an escrow device to an organization below its manufacturer (one pending at once)."""
-    device = _locked(device)
-    if device.state != DeviceState.ESCROW:
-        raise ValidationError(
-            {"state": f"Only a device in escrow can be transferred; this one is {device.state}."}
-        )
-    _check_receiver(device, to_organization, "to_organization")
-    if Transfer.objects.filter(device=device, status=TransferStatus.PENDING).exists():
-        raise ValidationError({"device": "This device already has a pending transfer."})
-    transfer = Transfer.objects.create(
-        device=device,
-        from_organization_id=device.organization_id,
-        to_organization=to_organization,
-        note=note,
-        created_by_id=actor.user_id,
-    )
-    _record_transfer(actor, transfer, "transfer.create", note=note)
-    return transfer
-
-
-def _decide(actor: Actor, transfer: Transfer, status: str) -> Transfer:
-    transfer = (
-        Transfer.objects.select_for_update(of=("self",))
-        .select_related("device")
-        .get(pk=transfer.pk)
-    )
-    if transfer.status != TransferStatus.PENDING:
-        raise ValidationError({"status": f"This transfer is already {transfer.status}."})
-    transfer.status = status
-    transfer.decided_by_id = actor.user_id
-    transfer.decided_at = timezone.now()
-    transfer.save(update_fields=["status", "decided_by", "decided_at", "updated_at"])
-    return transfer
-
-
-@transaction.atomic
-def transfer_accept(*, actor: Actor, transfer: Transfer) -> Transfer:
-    """The receiver takes the device: it moves to the receiving organization (still escrow)."""
-    transfer = _decide(actor, transfer, TransferStatus.ACCEPTED)
-    device = _locked(transfer.device)
-    if (
-        device.state != DeviceState.ESCROW
-        or device.organization_id != transfer.from_organization_id
-    ):
-        raise ValidationError({"state": "The device is no longer in escrow with the sender."})
-    _move_device(device, transfer.to_organization_id)
-    transfer.device = device
-    _record_transfer(actor, transfer, "transfer.accept")
-    return transfer
-
-
-def _move_device(device: Device, organization_id: Any) -> None:
-    device.organization_id = organization_id
-    device.site = None  # a site of the sender means nothing to the receiver
-    device.save(update_fields=["organization", "site", "updated_at"])
-    message = {"type": "device.state", "id": str(device.pk), "state": device.state}
-    transaction.on_commit(lambda: broadcast(organization_id, message))
-
-
-@transaction.atomic
-def transfer_reject(*, actor: Actor, transfer: Transfer) -> Transfer:
-    transfer = _decide(actor, transfer, TransferStatus.REJECTED)
-    _record_transfer(actor, transfer, "transfer.reject")
-    return transfer
-
-
-@transaction.atomic
-def transfer_cancel(*, actor: Actor, transfer: Transfer) -> Transfer:
-    transfer = _decide(actor, transfer, TransferStatus.CANCELLED)
-    _record_transfer(actor, transfer, "transfer.cancel")
-    return transfer
-
-
-# --- claim codes -------------------------------------------------------------------------------
-
-CLAIM_REFUSED = "Unknown serial number or wrong claim code."
-
-
-@transaction.atomic
-def device_set_claim_code(*, actor: Actor, device: Device) -> str:
-    """A new claim code for an escrow device (shown once; only its hash is stored)."""
-    device = _locked(device)
-    if device.state != DeviceState.ESCROW:
-        raise ValidationError({"state": "Only a device in escrow can have a claim code."})
-    code = f"fo_claim_{secrets.token_urlsafe(18)}"
-    device.claim_code_hash = tokens.hash_token(code)
-    device.save(update_fields=["claim_code_hash", "updated_at"])
-    audit.record(actor=actor, action="device.claim_code", obj=device, changes={"claim_code": "set"})
-    return code
-
-
-@transaction.atomic
-def device_claim(
-    *,
-    actor: Actor,
-    organization: Organization,
-    serial: str,
-    manufacturer_id: Any,
-    claim_code: str,
-) -> Device:
-    """Take an escrow device with the code printed on it: it moves to ``organization`` at once,
-    recorded as an accepted transfer. The code is single-use."""
-    device = (
-        Device.objects.select_for_update(of=("self",))
-        .filter(manufacturer_id=manufacturer_id, serial=serial.strip())
-        .first()
-    )
-    stored = device.claim_code_hash if device is not None else ""
-    # compare even when nothing matched, so timing does not tell a serial exists
-    matches = hmac.compare_digest(tokens.hash_token(claim_code), stored or "0" * 64)
-    if device is None or not stored or not matches or device.state != DeviceState.ESCROW:
-        raise ValidationError({"claim_code": CLAIM_REFUSED})
-    _check_receiver(device, organization, "organization")
-    Transfer.objects.filter(device=device, status=TransferStatus.PENDING).update(
-        status=TransferStatus.CANCELLED, decided_at=timezone.now()
-    )
-    transfer = Transfer.objects.create(
-        device=device,
-        from_organization_id=device.organization_id,
-        to_organization=organization,
-        status=TransferStatus.ACCEPTED,
-        note="Claimed with a claim code.",
-        created_by_id=actor.user_id,
-        decided_by_id=actor.user_id,
-        decided_at=timezone.now(),
-    )
-    device.claim_code_hash = ""
-    device.save(update_fields=["claim_code_hash", "updated_at"])
-    _move_device(device, organization.pk)
-    _record_transfer(actor, transfer, "transfer.claim")
-    return device
-
-
-# --- replacement -------------------------------------------------------------------------------
-
-REPLACEABLE = frozenset(lifecycle.LIVE)
-SUCCESSOR_STATES = frozenset({DeviceState.ESCROW, DeviceState.ACTIVE})
-IN_SERVICE = frozenset({DeviceState.ACTIVE, DeviceState.MAINTENANCE, DeviceState.SUSPENDED})
-INHERITED = ("name", "tags", "attributes", "latitude", "longitude", "site")
-
-
-def _check_replacement(old: Device, new: Device) -> None:
-    if old.state not in REPLACEABLE:
-        raise ValidationError({"state": f"Cannot replace a device that is {old.state}."})
-    errors: dict[str, str] = {}
-    if new.pk == old.pk:
-        errors["successor"] = "A device cannot replace itself."
-    elif new.state not in SUCCESSOR_STATES:
-        errors["successor"] = f"The successor must be in escrow or active; it is {new.state}."
-    elif new.manufacturer_id != old.manufacturer_id:
-        errors["successor"] = "The successor must come from the same manufacturer."
-    elif new.organization_id != old.organization_id:
-        errors["successor"] = "The successor must belong to the same organization."
-    if errors:
-        raise ValidationError(errors)
-
-
-@transaction.atomic
-def device_replace(*, actor: Actor, old: Device, new: Device) -> Device:
-    """``new`` takes over ``old``'s identity: name, tags, attributes, location, site and static
-    group memberships move to it, it takes ``old``'s service state, and ``old`` becomes
-    ``replaced`` (credentials revoked) with a link to it. Configuration and entitlements belong
-    to later capabilities: they follow through the ``device.replaced`` event, which carries both
-    ids. Both histories stay reachable from either device (``selectors.device_timeline``)."""
-    first, second = sorted([old.pk, new.pk])
-    locked = {
-        device.pk: device
-        for device in Device.objects.select_for_update(of=("self",)).filter(pk__in=[first, second])
-    }
-    old, new = locked[old.pk], locked[new.pk]
-    _check_replacement(old, new)
-    before = audit.snapshot(new, (*INHERITED, "state"))
-    for name in INHERITED:
-        setattr(new, name, getattr(old, name))
-    if old.state in IN_SERVICE:
-        new.state, new.state_changed_at = old.state, timezone.now()
-    new.save()
-    moved = _move_memberships(old, new)
-    previous = old.state
-    old.state, old.state_changed_at = DeviceState.REPLACED, timezone.now()
-    old.replaced_by, old.claim_code_hash = new, ""
-    old.save(
-        update_fields=["state", "state_changed_at", "replaced_by", "claim_code_hash", "updated_at"]
-    )
-    link = {"predecessor": str(old.pk), "successor": str(new.pk)}
-    audit.record(
-        actor=actor,
-        action="device.replace",
-        obj=old,
-        changes={"state": [previous, DeviceState.REPLACED], **link},
-    )
-    audit.record(
-        actor=actor,
-        action="device.replace",
-        obj=new,
-        changes={
-            **audit.diff(before, audit.snapshot(new, (*INHERITED, "state"))),
-            "groups": moved,
-            **link,
-        },
-    )
-    events.emit(
-        "device.replaced",
-        organization_id=old.organization_id,
-        payload={"old": str(old.pk), "new": str(new.pk), "organization": str(old.organization_id)},
-        subject=old,
-    )
-    events.emit(
-        "device.credentials_revoked",
-        organization_id=old.organization_id,
-        payload=_payload(old, transition="replace", reason=""),
-        subject=old,
-    )
-    return new
-
-
-def _move_memberships(old: Device, new: Device) -> int:
-    """Static group memberships move to the successor (set-based); returns how many."""
-    group_ids = list(GroupMembership.objects.filter(device=old).values_list("group_id", flat=True))
-    GroupMembership.objects.bulk_create(
-        [GroupMembership(group_id=group_id, device=new) for group_id in group_ids],
-        ignore_conflicts=True,
-    )
-    GroupMembership.objects.filter(device=old).delete()
-    return len(group_ids)

@@ -100,17 +100,23 @@ def device_groups(actor: Any, device: Device) -> list[DeviceGroup]:
     return sorted(static + dynamic, key=lambda group: group.name)
 
 
-def _timeline(actor: Any, device: Device, before: datetime.datetime | None) -> list[Any]:
+def _timeline(
+    actor: Any, device: Device, before: tuple[datetime.datetime | None, uuid.UUID | None]
+) -> list[Any]:
     """The device's timeline (and its replacement chain's), newest first."""
-    return selectors.device_timeline(actor=actor, device=device, before=before, limit=TIMELINE_PAGE)
+    return selectors.device_timeline(
+        actor=actor, device=device, before=before[0], before_id=before[1], limit=TIMELINE_PAGE
+    )
 
 
-def _before(request: HttpRequest) -> datetime.datetime | None:
-    value = request.GET.get("before", "")
+def _before(request: HttpRequest) -> tuple[datetime.datetime | None, uuid.UUID | None]:
+    """The ``(time, id)`` keyset position of an older page; ``(None, None)`` for the first."""
+    value, entry_id = request.GET.get("before", ""), request.GET.get("before_id", "")
     try:
-        return parse_datetime(value) if value else None
+        time = parse_datetime(value) if value else None
+        return time, uuid.UUID(entry_id) if time and entry_id else None
     except ValueError:
-        return None
+        return None, None
 
 
 def _context(request: HttpRequest, organization: Organization, device: Device) -> dict[str, Any]:
@@ -119,7 +125,8 @@ def _context(request: HttpRequest, organization: Organization, device: Device) -
     entries = _timeline(actor, device, before)
     older = ""
     if len(entries) == TIMELINE_PAGE:
-        older = "?" + urlencode({"before": entries[-1].time.isoformat()})
+        last = entries[-1]
+        older = "?" + urlencode({"before": last.time.isoformat(), "before_id": str(last.id)})
     return {
         "organization": organization,
         "device": device,
@@ -131,7 +138,7 @@ def _context(request: HttpRequest, organization: Organization, device: Device) -
         "replaces": list(devices_under(actor, organization).filter(replaced_by=device)),
         "timeline": entries,
         "older_url": older,
-        "is_older_page": before is not None,
+        "is_older_page": before[0] is not None,
         "map_tiles": getattr(settings, "FLEET_MAP_TILE_URL", ""),
         "live_labels": live_labels(),
     }

@@ -96,7 +96,7 @@ def _transfer_for(
 def transfer_decide(
     request: HttpRequest, organization_id: uuid.UUID, transfer_id: uuid.UUID, decision: str
 ) -> HttpResponse:
-    from . import services
+    from . import transfers
 
     if decision not in DECISIONS:
         raise Http404("No such decision.")
@@ -104,7 +104,7 @@ def transfer_decide(
     organization = organization_for(request, organization_id, "device.view")
     transfer = _transfer_for(organization, actor, transfer_id, decision)
     require_perm(actor, "device.transfer", organization)
-    service = getattr(services, f"transfer_{decision}")
+    service = getattr(transfers, f"transfer_{decision}")
     try:
         service(actor=actor, transfer=transfer)
     except ValidationError as invalid:
@@ -118,7 +118,7 @@ def transfer_decide(
 @login_required
 @require_POST
 def claim(request: HttpRequest, organization_id: uuid.UUID) -> HttpResponse:
-    from . import services
+    from . import transfers
 
     actor = actor_of(request)
     organization = organization_for(request, organization_id, "device.view")
@@ -127,7 +127,7 @@ def claim(request: HttpRequest, organization_id: uuid.UUID) -> HttpResponse:
     if not form.is_valid():
         return _page(request, organization, form, status=400)
     try:
-        device = services.device_claim(
+        device = transfers.device_claim(
             actor=actor,
             organization=organization,
             manufacturer_id=uuid.UUID(form.cleaned_data["manufacturer"]),

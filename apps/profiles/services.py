@@ -243,6 +243,9 @@ def profile_upgrade_devices(
 ) -> int:
     """Move the chosen devices of ``version``'s profile that ``actor`` may change to ``version``,
     in one set-based UPDATE; one audit row per device and one event. Returns how many moved."""
+    from apps.devices.services import hold_profile_versions  # devices.services imports us
+
+    hold_profile_versions([version.pk])  # no in-place edit of ``version`` while it gains devices
     devices = _upgradable(actor, version, device_ids, selection)
     try:
         selected, params = devices.values("pk").query.sql_with_params()

@@ -11,7 +11,7 @@ from rest_framework.test import APIClient
 from apps.accounts.roles import Role
 from apps.core.actors import SYSTEM
 from apps.core.models import Job
-from apps.devices import services
+from apps.devices import services, transfers
 from apps.devices.models import Device, Transfer
 from tests.authz import Call, Case, assert_authz_matrix, error, iso, last_audit
 from tests.factories import make_member
@@ -294,7 +294,7 @@ def test_claim_code_matrix(authz_world):
 def test_claim_matrix(authz_world):
     def setup(world):
         device = acme_escrow(world)
-        return device, services.device_set_claim_code(actor=SYSTEM, device=device)
+        return device, transfers.device_set_claim_code(actor=SYSTEM, device=device)
 
     def expect(attempt, response):
         device = attempt.target[0]
@@ -378,6 +378,7 @@ def test_timeline_matrix(authz_world):
                 }
             ],
             "next_before": None,
+            "next_before_id": None,
         }
 
     matrix(

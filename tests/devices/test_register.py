@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from typing import Any
+
 import pytest
 from django.core.exceptions import ValidationError
+from django.db import connections, transaction
+from django.test.utils import CaptureQueriesContext
 
 from apps.core.actors import SYSTEM
 from apps.devices import services
 from apps.devices.models import Device
+from apps.profiles.services import profile_update
 from tests.factories import actor, make_member
 
-from .registry_support import device_audit, device_events, make_version, register
+from .registry_support import SCHEMA, device_audit, device_events, make_version, register
 
 pytestmark = pytest.mark.django_db
 
@@ -176,3 +183,105 @@ def test_an_update_that_changes_nothing_writes_nothing(tree):
     device = register(tree["retail"], make_version(tree["acme"]), "SN-1", name="Same")
     services.device_update(actor=SYSTEM, device=device, name="Same")
     assert device_audit().filter(action="device.update").count() == 0
+
+
+# --- the profile version race --------------------------------------------------------------------
+
+NEW_SCHEMA = {"type": "object", "properties": {"floor": {"type": "integer"}}, "required": ["floor"]}
+
+
+def _waiting_on_a_lock(thread: threading.Thread) -> bool:
+    """True once another backend of this test waits for a row lock; False if ``thread`` ended
+    first (it did not wait). Polls pg_stat_activity for at most 10 s."""
+    deadline = time.monotonic() + 10
+    with connections["default"].cursor() as cursor:
+        while time.monotonic() < deadline and thread.is_alive():
+            cursor.execute("SELECT pg_stat_clear_snapshot()")  # fresh inside a transaction too
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            if cursor.fetchone()[0]:
+                return True
+            time.sleep(0.01)
+    return False
+
+
+def _in_thread(target: Any, results: dict[str, Any], name: str) -> threading.Thread:
+    def run() -> None:
+        try:
+            results[name] = target()
+        except Exception as error:  # the assertions below show it
+            results[name] = error
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_profile_edit_waits_for_the_first_device_and_then_makes_a_new_version(tree):
+    version = make_version(tree["acme"])
+    registered, release = threading.Event(), threading.Event()
+    results: dict[str, Any] = {}
+
+    def register_and_hold() -> Device:
+        with transaction.atomic():
+            device = register(tree["retail"], version, "SN-1", attributes={"floor": 1})
+            registered.set()
+            release.wait(10)  # keep the transaction open until the edit is waiting
+        return device
+
+    registering = _in_thread(register_and_hold, results, "device")
+    assert registered.wait(10)
+    editing = _in_thread(
+        lambda: profile_update(actor=SYSTEM, profile=version.profile, attributes_schema=NEW_SCHEMA),
+        results,
+        "latest",
+    )
+    waited = _waiting_on_a_lock(editing)
+    release.set()
+    registering.join(10)
+    editing.join(10)
+
+    assert waited is True
+    assert isinstance(results["device"], Device)
+    latest = results["latest"]
+    assert (latest.number, latest.attributes_schema) == (2, NEW_SCHEMA)
+    version.refresh_from_db()
+    assert version.attributes_schema == SCHEMA
+    assert Device.objects.get().profile_version_id == version.pk
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_registration_waiting_for_a_profile_edit_validates_against_the_edited_version(tree):
+    version = make_version(tree["acme"])
+    results: dict[str, Any] = {}
+    with transaction.atomic():
+        latest = profile_update(actor=SYSTEM, profile=version.profile, attributes_schema=NEW_SCHEMA)
+        registering = _in_thread(
+            lambda: register(tree["retail"], version, "SN-1", attributes={"color": "red"}),
+            results,
+            "device",
+        )
+        waited = _waiting_on_a_lock(registering)
+    registering.join(10)
+
+    assert waited is True
+    assert latest.pk == version.pk  # edited in place: no device used it yet
+    error = results["device"]
+    assert isinstance(error, ValidationError)
+    assert error.message_dict == {"attributes.floor": ["'floor' is a required property"]}
+    assert Device.objects.count() == 0
+
+
+def test_registering_takes_a_key_share_lock_on_the_profile(tree):
+    version = make_version(tree["acme"])
+    with CaptureQueriesContext(connections["default"]) as captured:
+        register(tree["retail"], version, "SN-1")
+    locks = [query["sql"] for query in captured.captured_queries if "FOR KEY SHARE" in query["sql"]]
+    assert len(locks) == 1
+    assert "FOR KEY SHARE OF profile" in locks[0]
+    assert str(version.pk) in locks[0]

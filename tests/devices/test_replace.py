@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError
 
 from apps.core.actors import SYSTEM
 from apps.core.models import Event
-from apps.devices import selectors, services
+from apps.devices import replacement, selectors, services
 from apps.devices.models import DeviceGroup, GroupMembership
 
 from .registry_support import make_device, make_version, register
@@ -33,7 +33,7 @@ def test_the_successor_takes_over_and_both_histories_stay_reachable(tree):
     GroupMembership.objects.create(group=group, device=old)
     new = register(tree["retail"], version, "NEW")
     old.refresh_from_db()
-    successor = services.device_replace(actor=SYSTEM, old=old, new=new)
+    successor = replacement.device_replace(actor=SYSTEM, old=old, new=new)
     old.refresh_from_db()
     new.refresh_from_db()
     assert successor.pk == new.pk
@@ -98,11 +98,11 @@ def test_replacement_rules(tree):
     ]
     for new, message in cases:
         with pytest.raises(ValidationError) as error:
-            services.device_replace(actor=SYSTEM, old=old, new=new)
+            replacement.device_replace(actor=SYSTEM, old=old, new=new)
         assert error.value.message_dict == {"successor": [message]}
     gone = make_device(tree["retail"], version, "GONE", state="decommissioned")
     with pytest.raises(ValidationError) as error:
-        services.device_replace(
+        replacement.device_replace(
             actor=SYSTEM, old=gone, new=make_device(tree["retail"], version, "N")
         )
     assert error.value.message_dict == {

@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 
 from apps.core.actors import SYSTEM
 from apps.core.models import AuditLog, Event
-from apps.devices import selectors, services
+from apps.devices import selectors, transfers
 from apps.devices.models import Device, Transfer
 from tests.factories import actor, make_member
 
@@ -30,7 +30,7 @@ def sides(tree):
 def test_offer_and_accept_moves_the_device_and_both_sides_see_it(tree, device):
     sender = actor(make_member(tree["acme"], "admin"))
     receiver = actor(make_member(tree["retail"], "owner"))
-    transfer = services.transfer_create(
+    transfer = transfers.transfer_create(
         actor=sender, device=device, to_organization=tree["retail"], note="PO 42"
     )
     assert (transfer.status, transfer.from_organization_id, transfer.created_by_id) == (
@@ -41,7 +41,7 @@ def test_offer_and_accept_moves_the_device_and_both_sides_see_it(tree, device):
     assert list(selectors.transfer_list(actor=receiver, direction="incoming")) == [transfer]
     assert list(selectors.transfer_list(actor=receiver, direction="outgoing")) == []
     assert list(selectors.transfer_list(actor=sender)) == [transfer]
-    accepted = services.transfer_accept(actor=receiver, transfer=transfer)
+    accepted = transfers.transfer_accept(actor=receiver, transfer=transfer)
     device.refresh_from_db()
     assert (accepted.status, accepted.decided_by_id, device.organization_id, device.state) == (
         "accepted",
@@ -79,10 +79,12 @@ def test_offer_and_accept_moves_the_device_and_both_sides_see_it(tree, device):
 
 
 def test_reject_and_cancel_leave_the_device_with_the_sender(tree, device):
-    first = services.transfer_create(actor=SYSTEM, device=device, to_organization=tree["retail"])
-    services.transfer_reject(actor=SYSTEM, transfer=first)
-    second = services.transfer_create(actor=SYSTEM, device=device, to_organization=tree["hospital"])
-    services.transfer_cancel(actor=SYSTEM, transfer=second)
+    first = transfers.transfer_create(actor=SYSTEM, device=device, to_organization=tree["retail"])
+    transfers.transfer_reject(actor=SYSTEM, transfer=first)
+    second = transfers.transfer_create(
+        actor=SYSTEM, device=device, to_organization=tree["hospital"]
+    )
+    transfers.transfer_cancel(actor=SYSTEM, transfer=second)
     device.refresh_from_db()
     assert device.organization_id == tree["acme"].pk
     assert list(Transfer.objects.order_by("created_at").values_list("status", flat=True)) == [
@@ -90,14 +92,14 @@ def test_reject_and_cancel_leave_the_device_with_the_sender(tree, device):
         "cancelled",
     ]
     with pytest.raises(ValidationError) as error:
-        services.transfer_accept(actor=SYSTEM, transfer=second)
+        transfers.transfer_accept(actor=SYSTEM, transfer=second)
     assert error.value.message_dict == {"status": ["This transfer is already cancelled."]}
 
 
 def test_transfers_outside_the_manufacturers_tree_are_refused(tree, device):
     for target in (tree["globex"], tree["platform"], tree["acme"]):
         with pytest.raises(ValidationError) as error:
-            services.transfer_create(actor=SYSTEM, device=device, to_organization=target)
+            transfers.transfer_create(actor=SYSTEM, device=device, to_organization=target)
         assert error.value.message_dict == {
             "to_organization": ["Must be an organization below the device's manufacturer."]
         }
@@ -105,25 +107,25 @@ def test_transfers_outside_the_manufacturers_tree_are_refused(tree, device):
 
 
 def test_only_escrow_devices_and_one_pending_transfer(tree, device):
-    services.transfer_create(actor=SYSTEM, device=device, to_organization=tree["retail"])
+    transfers.transfer_create(actor=SYSTEM, device=device, to_organization=tree["retail"])
     with pytest.raises(ValidationError) as error:
-        services.transfer_create(actor=SYSTEM, device=device, to_organization=tree["hospital"])
+        transfers.transfer_create(actor=SYSTEM, device=device, to_organization=tree["hospital"])
     assert error.value.message_dict == {"device": ["This device already has a pending transfer."]}
     active = make_device(tree["acme"], device.profile_version, "SN-2", state="active")
     with pytest.raises(ValidationError) as error:
-        services.transfer_create(actor=SYSTEM, device=active, to_organization=tree["retail"])
+        transfers.transfer_create(actor=SYSTEM, device=active, to_organization=tree["retail"])
     assert error.value.message_dict == {
         "state": ["Only a device in escrow can be transferred; this one is active."]
     }
 
 
 def test_a_claim_code_moves_the_device_once(tree, device):
-    code = services.device_set_claim_code(actor=SYSTEM, device=device)
+    code = transfers.device_set_claim_code(actor=SYSTEM, device=device)
     device.refresh_from_db()
     assert code.startswith("fo_claim_")
     assert device.claim_code_hash == hashlib.sha256(code.encode()).hexdigest()
     claimer = actor(make_member(tree["hospital"], "admin"))
-    claimed = services.device_claim(
+    claimed = transfers.device_claim(
         actor=claimer,
         organization=tree["hospital"],
         serial="SN-1",
@@ -143,7 +145,7 @@ def test_a_claim_code_moves_the_device_once(tree, device):
         claimer.user_id,
     )
     with pytest.raises(ValidationError) as error:  # single use
-        services.device_claim(
+        transfers.device_claim(
             actor=claimer,
             organization=tree["retail"],
             serial="SN-1",
@@ -157,9 +159,9 @@ def test_a_claim_code_moves_the_device_once(tree, device):
 
 @pytest.mark.parametrize(("serial", "code"), [("SN-1", "fo_claim_wrong"), ("SN-404", None)])
 def test_a_wrong_code_or_serial_tells_nothing(tree, device, serial, code):
-    real = services.device_set_claim_code(actor=SYSTEM, device=device)
+    real = transfers.device_set_claim_code(actor=SYSTEM, device=device)
     with pytest.raises(ValidationError) as error:
-        services.device_claim(
+        transfers.device_claim(
             actor=SYSTEM,
             organization=tree["retail"],
             serial=serial,
@@ -173,9 +175,9 @@ def test_a_wrong_code_or_serial_tells_nothing(tree, device, serial, code):
 
 
 def test_a_claim_outside_the_tree_is_refused(tree, device):
-    code = services.device_set_claim_code(actor=SYSTEM, device=device)
+    code = transfers.device_set_claim_code(actor=SYSTEM, device=device)
     with pytest.raises(ValidationError) as error:
-        services.device_claim(
+        transfers.device_claim(
             actor=SYSTEM,
             organization=tree["globex"],
             serial="SN-1",

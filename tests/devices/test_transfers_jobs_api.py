@@ -9,7 +9,7 @@ import pytest
 from apps.accounts.roles import Role
 from apps.core.actors import SYSTEM
 from apps.core.models import Job
-from apps.devices import services
+from apps.devices import services, transfers
 from apps.devices.models import Device, Transfer
 from tests.authz import Call, Case, assert_authz_matrix, iso
 
@@ -40,7 +40,7 @@ def transfer_json(transfer: Transfer) -> dict[str, Any]:
 def offered(world, to: str = "retail") -> Transfer:
     """acme offers one of its escrow devices to ``to``."""
     device = make_device(world.tree["acme"], make_version(world.tree["acme"]), "ESC-1")
-    return services.transfer_create(actor=SYSTEM, device=device, to_organization=world.tree[to])
+    return transfers.transfer_create(actor=SYSTEM, device=device, to_organization=world.tree[to])
 
 
 def received(world) -> Transfer:
@@ -48,7 +48,7 @@ def received(world) -> Transfer:
     devices it made."""
     platform = world.tree["platform"]
     device = make_device(platform, make_version(platform, slug="plat"), "PL-1")
-    return services.transfer_create(actor=SYSTEM, device=device, to_organization=world.home)
+    return transfers.transfer_create(actor=SYSTEM, device=device, to_organization=world.home)
 
 
 def state(attempt) -> list[Any]:
@@ -136,7 +136,9 @@ def test_the_receiver_cannot_cancel_and_the_sender_cannot_accept(tree):
     from tests.factories import make_member
 
     device = make_device(tree["acme"], make_version(tree["acme"]), "ESC-1")
-    transfer = services.transfer_create(actor=SYSTEM, device=device, to_organization=tree["retail"])
+    transfer = transfers.transfer_create(
+        actor=SYSTEM, device=device, to_organization=tree["retail"]
+    )
     receiver, sender = APIClient(), APIClient()
     receiver.force_login(make_member(tree["retail"], "owner"))
     sender.force_login(make_member(tree["hospital"], "owner"))

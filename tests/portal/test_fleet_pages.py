@@ -15,7 +15,7 @@ from django.urls import reverse
 from apps.accounts.models import Organization
 from apps.core.actors import SYSTEM
 from apps.core.models import AuditLog, Job
-from apps.devices import services, views_fleet
+from apps.devices import replacement, services, transfers, views_fleet
 from apps.devices.models import Device, Transfer
 from apps.profiles.models import DeviceProfile, ProfileVersion
 
@@ -128,7 +128,9 @@ def test_it_refuses_writes_to_a_viewer_with_403(client, tree, people, fleet):
         {"transition": "activate", "devices": [str(device.pk)]},
     )
     assert response.status_code == 403
-    transfer = services.transfer_create(actor=SYSTEM, device=device, to_organization=tree["retail"])
+    transfer = transfers.transfer_create(
+        actor=SYSTEM, device=device, to_organization=tree["retail"]
+    )
     for decision in ("accept", "reject"):
         response = client.post(
             url("transfer-decide", tree["retail"], transfer_id=transfer.pk, decision=decision)
@@ -389,7 +391,7 @@ def test_the_timeline_pages_to_older_entries(client, tree, people, fleet, monkey
 
 def test_replacement_links_show_on_both_devices(client, tree, people, fleet):
     old, new = fleet["a2"], fleet["b1"]
-    services.device_replace(actor=SYSTEM, old=old, new=new)
+    replacement.device_replace(actor=SYSTEM, old=old, new=new)
     client.force_login(people["owner"])
     response = client.get(url("device", tree["acme"], device_id=old.pk))
     assert response.context["device"].replaced_by_id == new.pk
@@ -401,7 +403,7 @@ def test_replacement_links_show_on_both_devices(client, tree, people, fleet):
 
 
 def test_the_inbox_accepts_an_incoming_transfer(client, tree, people, fleet):
-    transfer = services.transfer_create(
+    transfer = transfers.transfer_create(
         actor=SYSTEM, device=fleet["a1"], to_organization=tree["retail"]
     )
     client.force_login(people["owner"])
@@ -418,10 +420,10 @@ def test_the_inbox_accepts_an_incoming_transfer(client, tree, people, fleet):
 
 
 def test_the_inbox_rejects_and_the_sender_cancels(client, tree, people, fleet):
-    first = services.transfer_create(
+    first = transfers.transfer_create(
         actor=SYSTEM, device=fleet["a1"], to_organization=tree["retail"]
     )
-    second = services.transfer_create(
+    second = transfers.transfer_create(
         actor=SYSTEM, device=fleet["b1"], to_organization=tree["hospital"]
     )
     client.force_login(people["owner"])
@@ -435,7 +437,7 @@ def test_the_inbox_rejects_and_the_sender_cancels(client, tree, people, fleet):
 
 
 def test_a_transfer_to_another_organization_is_not_in_this_inbox(client, tree, people, fleet):
-    transfer = services.transfer_create(
+    transfer = transfers.transfer_create(
         actor=SYSTEM, device=fleet["a1"], to_organization=tree["hospital"]
     )
     client.force_login(people["owner"])
@@ -447,7 +449,7 @@ def test_a_transfer_to_another_organization_is_not_in_this_inbox(client, tree, p
 
 
 def test_it_claims_a_device_with_its_code(client, tree, people, fleet):
-    code = services.device_set_claim_code(actor=SYSTEM, device=fleet["a1"])
+    code = transfers.device_set_claim_code(actor=SYSTEM, device=fleet["a1"])
     client.force_login(people["owner"])
     form = {"serial": "SN-001", "manufacturer": str(tree["acme"].pk), "claim_code": "wrong"}
     response = client.post(url("claim", tree["retail"]), form)

@@ -173,8 +173,9 @@ def test_upgrade_moves_the_actors_devices_in_one_statement(tree, django_assert_n
     other = make_device(version_of(make_profile(tree["acme"], "Other")), tree["retail"])
     v2 = services.profile_update(actor=SYSTEM, profile=profile, heartbeat_missed_beats=4)
     operator = actor(make_member(tree["retail"], Role.OPERATOR, "op@retail.test"))
-    # savepoint + release, the UPDATE, one audit INSERT, the profile, the event
-    with django_assert_num_queries(6):
+    # savepoint + release, the profile's key-share lock, the UPDATE, one audit INSERT, the
+    # profile, the event
+    with django_assert_num_queries(7):
         moved = services.profile_upgrade_devices(
             actor=operator,
             version=v2,

@@ -140,6 +140,10 @@ class TimelineSerializer(serializers.Serializer[Any]):
     next_before = serializers.DateTimeField(
         allow_null=True, help_text="Pass as `before` for the next (older) page."
     )
+    next_before_id = serializers.UUIDField(
+        allow_null=True,
+        help_text="Pass as `before_id` with `before`: entries sharing a time are not skipped.",
+    )
 
 
 class ClaimCodeSerializer(serializers.Serializer[Any]):
@@ -237,4 +241,5 @@ class JobItemQuerySerializer(serializers.Serializer[Any]):
 
 class TimelineQuerySerializer(serializers.Serializer[Any]):
     before = serializers.DateTimeField(required=False)
+    before_id = serializers.UUIDField(required=False)
     limit = serializers.IntegerField(required=False, min_value=1, max_value=200, default=50)

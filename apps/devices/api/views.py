@@ -29,7 +29,7 @@ from apps.core.api.viewsets import (
     ScopedViewSetMixin,
 )
 from apps.core.models import Job, JobItem
-from apps.devices import access, lifecycle, selectors, services
+from apps.devices import access, lifecycle, replacement, selectors, services, transfers
 from apps.devices.exports import selection_from_query
 from apps.devices.models import Device, Transfer
 
@@ -203,7 +203,7 @@ class DeviceViewSet(  # type: ignore[misc]
             raise ValidationError(
                 {"to_organization": "Must be an organization below the device's manufacturer."}
             )
-        created = services.transfer_create(
+        created = transfers.transfer_create(
             actor=self.actor, device=device, to_organization=receiver, note=data["note"]
         )
         return Response(s.TransferSerializer(created).data, status=status.HTTP_201_CREATED)
@@ -216,7 +216,7 @@ class DeviceViewSet(  # type: ignore[misc]
     @action(detail=True, methods=["post"], url_path="claim-code", scope_action="transfer")
     def claim_code(self, request: Request, pk: Any = None) -> Response:
         device = self.get_object()
-        code = services.device_set_claim_code(actor=self.actor, device=device)
+        code = transfers.device_set_claim_code(actor=self.actor, device=device)
         return Response({"id": str(device.pk), "claim_code": code}, status=status.HTTP_201_CREATED)
 
     @extend_schema(
@@ -230,7 +230,7 @@ class DeviceViewSet(  # type: ignore[misc]
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         organization = self.organization_for(data["organization"], "transfer")
-        device = services.device_claim(
+        device = transfers.device_claim(
             actor=self.actor,
             organization=organization,
             serial=data["serial"],
@@ -254,7 +254,7 @@ class DeviceViewSet(  # type: ignore[misc]
         if new is None:
             raise ValidationError({"successor": "Unknown device."})
         with transaction.atomic():
-            new = services.device_replace(actor=self.actor, old=old, new=new)
+            new = replacement.device_replace(actor=self.actor, old=old, new=new)
             self.ensure_in_scope(new)
         return self.render(self.get_queryset().get(pk=new.pk))
 
@@ -268,12 +268,21 @@ class DeviceViewSet(  # type: ignore[misc]
         device = self.get_object()
         query = s.TimelineQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        limit = query.validated_data["limit"]
+        data = query.validated_data
         entries = selectors.device_timeline(
-            actor=self.actor, device=device, before=query.validated_data.get("before"), limit=limit
+            actor=self.actor,
+            device=device,
+            before=data.get("before"),
+            before_id=data.get("before_id"),
+            limit=data["limit"],
         )
-        next_before = entries[-1].time if len(entries) == limit else None
-        return Response(s.TimelineSerializer({"results": entries, "next_before": next_before}).data)
+        last = entries[-1] if len(entries) == data["limit"] else None
+        page = {
+            "results": entries,
+            "next_before": last.time if last else None,
+            "next_before_id": last.id if last else None,
+        }
+        return Response(s.TimelineSerializer(page).data)
 
 
 @extend_schema_view(list=extend_schema(parameters=[s.TransferQuerySerializer]))
@@ -306,7 +315,7 @@ class TransferViewSet(ScopedViewSetMixin, viewsets.ReadOnlyModelViewSet):  # typ
     )
     @action(detail=True, methods=["post"], scope_action="transfer")
     def accept(self, request: Request, pk: Any = None) -> Response:
-        return self._decide(pk, "to", services.transfer_accept)
+        return self._decide(pk, "to", transfers.transfer_accept)
 
     @extend_schema(
         summary="Reject a transfer (the receiver)",
@@ -315,7 +324,7 @@ class TransferViewSet(ScopedViewSetMixin, viewsets.ReadOnlyModelViewSet):  # typ
     )
     @action(detail=True, methods=["post"], scope_action="transfer")
     def reject(self, request: Request, pk: Any = None) -> Response:
-        return self._decide(pk, "to", services.transfer_reject)
+        return self._decide(pk, "to", transfers.transfer_reject)
 
     @extend_schema(
         summary="Cancel a transfer (the sender)",
@@ -324,7 +333,7 @@ class TransferViewSet(ScopedViewSetMixin, viewsets.ReadOnlyModelViewSet):  # typ
     )
     @action(detail=True, methods=["post"], scope_action="transfer")
     def cancel(self, request: Request, pk: Any = None) -> Response:
-        return self._decide(pk, "from", services.transfer_cancel)
+        return self._decide(pk, "from", transfers.transfer_cancel)
 
 
 @extend_schema_view(items=extend_schema(parameters=[s.JobItemQuerySerializer]))
