@@ -8,21 +8,17 @@ the portal also polls the API.
 
 from __future__ import annotations
 
-import logging
 import uuid
 from functools import partial
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.core.files.base import File
 from django.db import transaction
 from django.utils import timezone
 
+from apps.core import live
 from apps.core.actors import Actor
 from apps.core.models import Job, JobLine, JobStatus
-
-logger = logging.getLogger(__name__)
 
 FINISHED = (JobStatus.SUCCEEDED, JobStatus.PARTIAL, JobStatus.FAILED, JobStatus.CANCELLED)
 
@@ -104,14 +100,9 @@ def _push_after_commit(job_id: uuid.UUID) -> None:
 
 
 def push(job_id: uuid.UUID) -> None:
-    """Send the job's current progress to its organization's browsers; never fails the job."""
+    """Send the job's current progress to its organization's browsers (readers with job.view)."""
     job = Job.objects.filter(pk=job_id).first()
-    if job is None:
-        return
-    try:
-        async_to_sync(get_channel_layer().group_send)(  # type: ignore[union-attr]
-            f"org.{job.organization_id}",
-            {"type": "live.message", "data": progress_message(job)},
+    if job is not None:
+        live.broadcast(
+            organization_id=job.organization_id, permission="job.view", data=progress_message(job)
         )
-    except Exception:  # the push is a convenience; the portal polls the API as well
-        logger.warning("could not push progress of job %s", job_id, exc_info=True)

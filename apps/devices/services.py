@@ -14,14 +14,12 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from apps.accounts.models import Organization, User
-from apps.core import audit, events
+from apps.core import audit, events, live
 from apps.core.actors import Actor
 from apps.core.models import Job, JobStatus
 from apps.profiles.models import DeviceProfile, ProfileVersion
@@ -93,13 +91,8 @@ def _check_tags(tags: Any) -> dict[str, str]:
 
 
 def broadcast(organization_id: Any, data: dict[str, Any]) -> None:
-    """Push ``data`` to the organization's open pages; never fails the caller."""
-    try:
-        async_to_sync(get_channel_layer().group_send)(  # type: ignore[union-attr]
-            f"org.{organization_id}", {"type": "live.message", "data": data}
-        )
-    except Exception:  # a push is a convenience: pages also reload from the API
-        logger.warning("could not push to org.%s", organization_id, exc_info=True)
+    """Push a device message to the organization's open pages (readers with device.view)."""
+    live.broadcast(organization_id=organization_id, permission="device.view", data=data)
 
 
 def device_payload(device: Device, **extra: Any) -> dict[str, Any]:

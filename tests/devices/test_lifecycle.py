@@ -136,5 +136,7 @@ def test_a_transition_pushes_the_new_state_after_commit(tree, django_capture_on_
         async_to_sync(layer.group_discard)(f"org.{tree['acme'].pk}", channel)
     assert message == {
         "type": "live.message",
+        "organization": str(tree["acme"].pk),
+        "permission": "device.view",
         "data": {"type": "device.state", "id": str(device.pk), "state": "suspended"},
     }
