@@ -58,9 +58,12 @@ def device_queryset(actor: Any, using: str, limit: int = 50) -> Any:
 
 
 def group_queryset(actor: Any, using: str) -> Any:
+    """The first 50 groups by name through ``for_actor`` (grant branches as ``= ANY(ARRAY(...))``,
+    see ``apps.core.scoping.in_array``)."""
     from apps.devices.models import DeviceGroup
 
-    return DeviceGroup.objects.using(using).for_actor(actor, "view").order_by("name", "id")[:50]
+    scoped = DeviceGroup.objects.using(using).for_actor(actor, "view")
+    return scoped.order_by("name", "id")[:50]
 
 
 # --- bulk transition ---------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from django.conf import settings
 
@@ -37,11 +37,11 @@ def inspect(path: Path, name: str) -> tuple[str, int]:
     """Check the whole file before any write; returns its format and row count."""
     check_utf8(path)
     fmt = file_format(path, name)
-    total = 0
-    for _ in read_rows(path, fmt):
+    limit, total = max_rows(), 0
+    for _ in _csv_count(path) if fmt == "csv" else read_rows(path, fmt):
         total += 1
-        if total > max_rows():
-            raise ImportFileError(f"File has more than {max_rows()} rows.")
+        if total > limit:
+            raise ImportFileError(f"File has more than {limit} rows.")
     if total == 0:
         raise ImportFileError("File has no rows.")
     return fmt, total
@@ -50,8 +50,7 @@ def inspect(path: Path, name: str) -> tuple[str, int]:
 # --- reading -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Row:
+class Row(NamedTuple):  # a tuple: a million of them are built per file
     number: int
     values: dict[str, Any] | None  # None: not an object (JSON) or a ragged line (CSV)
     raw: Any  # the cells (CSV) or the element (JSON), for the rejected-rows file
@@ -109,14 +108,34 @@ def csv_header(path: Path) -> list[str]:
         return [cell.strip() for cell in next(csv.reader(stream), [])]
 
 
+def _csv_count(path: Path) -> Iterator[None]:
+    """One item per CSV row, with the structural checks of ``_csv_rows`` (the rows unbuilt)."""
+    with path.open("r", encoding="utf-8-sig", newline="") as stream:
+        reader = csv.reader(stream)
+        try:
+            _csv_header(reader)
+            for cells in reader:
+                if cells and cells != [""]:
+                    yield None
+        except csv.Error as error:
+            raise ImportFileError(
+                f"File is not valid CSV (line {reader.line_num}): {error}."
+            ) from None
+
+
+def _csv_header(reader: Any) -> list[str]:
+    header = [cell.strip() for cell in next(reader, [])]
+    if not any(header):
+        raise ImportFileError("File is empty.")
+    if "serial" not in header:
+        raise ImportFileError("Missing column: serial.")
+    return header
+
+
 def _csv_rows(stream: IO[str]) -> Iterator[Row]:
     reader = csv.reader(stream)
     try:
-        header = [cell.strip() for cell in next(reader, [])]
-        if not any(header):
-            raise ImportFileError("File is empty.")
-        if "serial" not in header:
-            raise ImportFileError("Missing column: serial.")
+        header = _csv_header(reader)
         number = 0
         for cells in reader:
             if not cells or cells == [""]:

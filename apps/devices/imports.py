@@ -6,8 +6,8 @@ one clear error and writes nothing. Then it is read again in chunks of ``CHUNK_R
 row is validated (required fields, types, a profile the actor may use in the organization, the
 profile version's attributes schema, the allowed initial states) and each chunk commits in one
 transaction: one COPY of its good rows into a temporary staging table, one set-based
-``INSERT ... SELECT ... ON CONFLICT (manufacturer_id, serial) DO NOTHING`` whose ``RETURNING``
-feeds one audit row per created device, the rejected rows as job items, one
+``INSERT ... SELECT ... ON CONFLICT (manufacturer_id, serial) DO NOTHING``, one set-based
+``INSERT ... SELECT`` of one audit row per created device, the rejected rows as job items, one
 ``devices.imported`` event with the chunk's counts, and the job's progress and checkpoint.
 
 Idempotency: the serial number is the key within a manufacturer. A row whose device already
@@ -142,32 +142,34 @@ CREATE TEMP TABLE IF NOT EXISTS devices_import_staging (
     attributes jsonb, latitude double precision, longitude double precision
 )"""
 INSERT_DEVICES = """
-WITH created AS (
-    INSERT INTO devices_device (
-        id, created_at, updated_at, organization_id, manufacturer_id, profile_version_id,
-        serial, name, state, state_changed_at, tags, attributes, latitude, longitude,
-        inventory, firmware_version, connectivity, claim_code_hash
-    )
-    SELECT id, %(now)s, %(now)s, %(organization)s, manufacturer_id, profile_version_id,
-        serial, name, state, %(now)s, tags, attributes, latitude, longitude,
-        '{}'::jsonb, '', 'unknown', ''
-    FROM devices_import_staging
-    ON CONFLICT (manufacturer_id, serial) DO NOTHING
-    RETURNING id, serial, name, state
+INSERT INTO devices_device (
+    id, created_at, updated_at, organization_id, manufacturer_id, profile_version_id,
+    serial, name, state, state_changed_at, tags, attributes, latitude, longitude,
+    inventory, firmware_version, connectivity, claim_code_hash
 )
+SELECT id, %(now)s, %(now)s, %(organization)s, manufacturer_id, profile_version_id,
+    serial, name, state, %(now)s, tags, attributes, latitude, longitude,
+    '{}'::jsonb, '', 'unknown', ''
+FROM devices_import_staging
+ON CONFLICT (manufacturer_id, serial) DO NOTHING
+"""
+# One audit row per created device. The staging ids are fresh, so the created devices are the
+# staging rows whose id is now in devices_device: every row when nothing conflicted (no join).
+INSERT_AUDIT = """
 INSERT INTO core_auditlog (
     id, created_at, organization_id, actor_kind, actor_user_id, actor_api_key_id,
     actor_device_id, actor_label, source, action, object_type, object_id, object_repr,
     changes, request_id
 )
 SELECT s.audit_id, %(now)s, %(organization)s, %(actor_kind)s, %(user)s, %(api_key)s, NULL,
-    %(label)s, %(source)s, 'device.import', 'devices.device', c.id::text,
-    left(coalesce(nullif(c.name, ''), c.serial), 255),
-    jsonb_build_object('state', jsonb_build_array(NULL, c.state),
+    %(label)s, %(source)s, 'device.import', 'devices.device', s.id::text,
+    left(coalesce(nullif(s.name, ''), s.serial), 255),
+    jsonb_build_object('state', jsonb_build_array(NULL, s.state),
                        'job', jsonb_build_array(NULL, %(job)s::text)),
     ''
-FROM created c JOIN devices_import_staging s ON s.id = c.id
+FROM devices_import_staging s
 """
+ONLY_CREATED = " WHERE EXISTS (SELECT 1 FROM devices_device d WHERE d.id = s.id)"
 
 
 @dataclass
@@ -236,20 +238,22 @@ def insert_devices(*, job: Job, actor: Actor, rows: list[str]) -> int:
         cursor.execute("SET LOCAL synchronous_commit = off")
         with cursor.cursor.copy(f"COPY {STAGING} ({STAGING_COLUMNS}) FROM STDIN") as copy:
             copy.write("".join(rows))
-        cursor.execute(
-            INSERT_DEVICES,
-            {
-                "now": timezone.now(),
-                "organization": job.organization_id,
-                "actor_kind": str(actor.kind),
-                "user": actor.user_id,
-                "api_key": actor.api_key_id,
-                "label": actor.label[:255],
-                "source": actor.source,
-                "job": str(job.pk),
-            },
-        )
-        return int(cursor.rowcount)
+        values: dict[str, Any] = {
+            "now": timezone.now(),
+            "organization": job.organization_id,
+            "actor_kind": str(actor.kind),
+            "user": actor.user_id,
+            "api_key": actor.api_key_id,
+            "label": actor.label[:255],
+            "source": actor.source,
+            "job": str(job.pk),
+        }
+        cursor.execute(INSERT_DEVICES, values)
+        created = int(cursor.rowcount)
+        if created:
+            audit_sql = INSERT_AUDIT if created == len(rows) else INSERT_AUDIT + ONLY_CREATED
+            cursor.execute(audit_sql, values)
+        return created
 
 
 # --- running -----------------------------------------------------------------------------------
