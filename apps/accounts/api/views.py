@@ -21,6 +21,7 @@ from rest_framework.views import APIView
 from apps.accounts import selectors, services
 from apps.accounts.models import APIKey, Invitation, Membership, Organization, User
 from apps.core.api.viewsets import (
+    ScopedCreateListRetrieveUpdateViewSet,
     ScopedCreateMixin,
     ScopedPartialUpdateMixin,
     ScopedViewSetMixin,
@@ -45,14 +46,7 @@ def _created_by(request: Request) -> User | None:
         request=s.OrganizationUpdateSerializer, responses={200: s.OrganizationSerializer}
     ),
 )
-class OrganizationViewSet(  # type: ignore[misc]
-    ScopedViewSetMixin,
-    ScopedCreateMixin,
-    ScopedPartialUpdateMixin,
-    mixins.ListModelMixin,
-    mixins.RetrieveModelMixin,
-    viewsets.GenericViewSet,
-):
+class OrganizationViewSet(ScopedCreateListRetrieveUpdateViewSet):  # type: ignore[misc]
     """The organization tree below the caller's memberships. Never hard-deleted."""
 
     queryset = Organization.objects.all()

@@ -189,6 +189,17 @@ class ScopedPartialUpdateMixin:
         return self.render(serializer.instance)  # type: ignore[attr-defined, no-any-return]
 
 
+class ScopedCreateListRetrieveUpdateViewSet(  # type: ignore[misc]
+    ScopedViewSetMixin,
+    ScopedCreateMixin,
+    ScopedPartialUpdateMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
+    """List, retrieve, create and PATCH (no PUT, no DELETE), all scoped."""
+
+
 class ScopedModelViewSet(ScopedViewSetMixin, viewsets.ModelViewSet):  # type: ignore[misc]
     pass
 

@@ -16,7 +16,7 @@ from django.db import transaction
 from django.db.models import DateTimeField, QuerySet, Value
 from django.db.models.functions import Coalesce
 from drf_spectacular.utils import extend_schema, extend_schema_view
-from rest_framework import exceptions, mixins, status, viewsets
+from rest_framework import exceptions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -24,8 +24,7 @@ from rest_framework.response import Response
 from apps.accounts.models import Organization
 from apps.core.api.pagination import CursorPagination
 from apps.core.api.viewsets import (
-    ScopedCreateMixin,
-    ScopedPartialUpdateMixin,
+    ScopedCreateListRetrieveUpdateViewSet,
     ScopedViewSetMixin,
 )
 from apps.core.models import Job, JobItem
@@ -71,14 +70,7 @@ def _device_selection(query: Any) -> dict[str, Any]:
         request=s.DeviceUpdateSerializer, responses={200: s.DeviceSerializer}
     ),
 )
-class DeviceViewSet(  # type: ignore[misc]
-    ScopedViewSetMixin,
-    ScopedCreateMixin,
-    ScopedPartialUpdateMixin,
-    mixins.ListModelMixin,
-    mixins.RetrieveModelMixin,
-    viewsets.GenericViewSet,
-):
+class DeviceViewSet(ScopedCreateListRetrieveUpdateViewSet):  # type: ignore[misc]
     """The fleet. Never deleted: decommission a device instead (DELETE answers 405)."""
 
     queryset = Device.objects.select_related("profile_version")

@@ -19,8 +19,7 @@ from rest_framework.response import Response
 
 from apps.core.api.pagination import CursorPagination
 from apps.core.api.viewsets import (
-    ScopedCreateMixin,
-    ScopedPartialUpdateMixin,
+    ScopedCreateListRetrieveUpdateViewSet,
     ScopedViewSetMixin,
 )
 from apps.profiles import selectors, services
@@ -42,14 +41,7 @@ class VersionPagination(CursorPagination):
         responses={200: s.ProfileSerializer},
     ),
 )
-class ProfileViewSet(  # type: ignore[misc]
-    ScopedViewSetMixin,
-    ScopedCreateMixin,
-    ScopedPartialUpdateMixin,
-    mixins.ListModelMixin,
-    mixins.RetrieveModelMixin,
-    viewsets.GenericViewSet,
-):
+class ProfileViewSet(ScopedCreateListRetrieveUpdateViewSet):  # type: ignore[misc]
     """Device profiles: own ones and those shared down by the organizations above."""
 
     queryset = DeviceProfile.objects.all()
