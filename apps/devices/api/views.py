@@ -73,7 +73,9 @@ def _device_selection(query: Any) -> dict[str, Any]:
 class DeviceViewSet(ScopedCreateListRetrieveUpdateViewSet):  # type: ignore[misc]
     """The fleet. Never deleted: decommission a device instead (DELETE answers 405)."""
 
-    queryset = Device.objects.select_related("profile_version")
+    queryset = Device.objects.select_related("profile_version").defer(
+        *selectors.PROFILE_VERSION_BULK
+    )
     serializer_class = s.DeviceSerializer
     pagination_class = DevicePagination
     filter_backends = ()  # the selection language filters
