@@ -42,7 +42,7 @@ from apps.core.models import Job, JobItem, JobStatus
 
 from .import_files import ImportFileError, Row, csv_header, inspect, max_bytes, read_rows
 from .import_rows import Chunk, Validator
-from .jobs import job_create, job_finish, job_log, job_progress
+from .jobs import job_actor, job_create, job_finish, job_log, job_progress
 
 KIND = "devices.import"
 CHUNK_ROWS = 10_000
@@ -77,7 +77,7 @@ def import_start(*, actor: Actor, organization: Any, upload: File[Any]) -> Job:
             actor=actor,
             organization=organization,
             kind=KIND,
-            params={"actor": _actor_reference(actor), "file_name": Path(upload.name or "").name},
+            params={"file_name": Path(upload.name or "").name},
             input_file=upload,
         )
         audit.record(
@@ -98,34 +98,6 @@ def enqueue(job_id: uuid.UUID) -> None:
     from .import_tasks import run_import
 
     run_import.apply_async(kwargs={"job_id": str(job_id)})
-
-
-def _actor_reference(actor: Actor) -> dict[str, Any]:
-    return {
-        "kind": str(actor.kind),
-        "user_id": str(actor.user_id) if actor.user_id else None,
-        "api_key_id": str(actor.api_key_id) if actor.api_key_id else None,
-        "label": actor.label,
-        "source": actor.source,
-    }
-
-
-def job_actor(job: Job) -> Actor | None:
-    """The actor who started the job, with the permissions they hold now (None if gone)."""
-    from apps.accounts.actors import actor_for_api_key, actor_for_user
-    from apps.accounts.models import APIKey, User
-    from apps.core.actors import system_actor
-
-    reference = job.params.get("actor", {})
-    source = reference.get("source", "worker")
-    if reference.get("user_id"):
-        user = User.objects.filter(pk=reference["user_id"], is_active=True).first()
-        return actor_for_user(user, source=source) if user else None
-    if reference.get("api_key_id"):
-        key = APIKey.objects.select_related("organization").filter(pk=reference["api_key_id"])
-        found = key.first()
-        return actor_for_api_key(found, source=source) if found and found.is_usable else None
-    return system_actor(reference.get("label", "system"), source=source)
 
 
 # --- writing -----------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ def job_create(
     job = Job(
         organization=organization,
         kind=kind,
-        params=params,
+        params={**params, "actor": actor_reference(actor)},
         total=total,
         created_by_id=actor.user_id,
         actor_label=actor.label[:255],
@@ -46,6 +46,35 @@ def job_create(
         job.input_file.save(input_file.name or "input", input_file, save=False)
     job.save()
     return job
+
+
+def actor_reference(actor: Actor) -> dict[str, Any]:
+    """What a job keeps of who started it (the user is ``Job.created_by``)."""
+    return {
+        "kind": str(actor.kind),
+        "user_id": str(actor.user_id) if actor.user_id else None,
+        "api_key_id": str(actor.api_key_id) if actor.api_key_id else None,
+        "label": actor.label,
+        "source": actor.source,
+    }
+
+
+def job_actor(job: Job) -> Actor | None:
+    """The actor who started the job, with the permissions they hold now (None if gone)."""
+    from apps.accounts.actors import actor_for_api_key, actor_for_user
+    from apps.accounts.models import APIKey, User
+    from apps.core.actors import system_actor
+
+    reference = job.params.get("actor", {})
+    source = reference.get("source", "worker")
+    if reference.get("user_id"):
+        user = User.objects.filter(pk=reference["user_id"], is_active=True).first()
+        return actor_for_user(user, source=source) if user else None
+    if reference.get("api_key_id"):
+        key = APIKey.objects.select_related("organization").filter(pk=reference["api_key_id"])
+        found = key.first()
+        return actor_for_api_key(found, source=source) if found and found.is_usable else None
+    return system_actor(reference.get("label", "system"), source=source)
 
 
 def progress_message(job: Job) -> dict[str, Any]:

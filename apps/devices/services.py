@@ -18,7 +18,7 @@ from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from apps.accounts.models import Organization, User
+from apps.accounts.models import Organization
 from apps.core import audit, events, live
 from apps.core.actors import Actor
 from apps.core.models import Job, JobStatus
@@ -308,9 +308,6 @@ def device_bulk_transition(
     params = {
         "transition": spec.name,
         "selection": selection,
-        "api_key_id": str(actor.api_key_id) if actor.api_key_id else None,
-        "source": actor.source,
-        "system": actor.user_id is None and actor.api_key_id is None,
     }
     job = jobs.job_create(actor=actor, organization=organization, kind=BULK_KIND, params=params)
     audit.record(
@@ -333,25 +330,6 @@ def _start_bulk(job_id: Any) -> None:
         logger.warning("could not queue bulk transition job %s", job_id, exc_info=True)
 
 
-def job_actor(job: Job) -> Actor | None:
-    """The actor a job acts for, rebuilt from who started it; None when that is gone."""
-    from apps.accounts.actors import actor_for_api_key, actor_for_user
-    from apps.accounts.models import APIKey
-    from apps.core.actors import system_actor
-
-    source = str(job.params.get("source") or "worker")
-    if job.created_by_id is not None:
-        user = User.objects.filter(pk=job.created_by_id, is_active=True).first()
-        return actor_for_user(user, source=source) if user is not None else None
-    key_id = job.params.get("api_key_id")
-    if key_id:
-        key = APIKey.objects.select_related("organization").filter(pk=key_id).first()
-        return actor_for_api_key(key, source=source) if key and key.is_usable else None
-    if job.params.get("system"):
-        return system_actor(job.actor_label or "system", source=source)
-    return None
-
-
 def bulk_transition_run(*, job_id: Any, chunk_size: int = lifecycle.CHUNK_SIZE) -> Job:
     """Run, or resume after a crash or retry, a bulk transition job.
 
@@ -361,7 +339,7 @@ def bulk_transition_run(*, job_id: Any, chunk_size: int = lifecycle.CHUNK_SIZE) 
     job = Job.objects.select_related("organization").get(pk=job_id)
     if job.status in jobs.FINISHED:
         return job
-    actor = job_actor(job)
+    actor = jobs.job_actor(job)
     if actor is None:
         jobs.job_finish(job.pk, status=JobStatus.FAILED, result={"error": NO_ACTOR})
         return Job.objects.get(pk=job.pk)

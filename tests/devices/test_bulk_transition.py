@@ -236,7 +236,7 @@ def test_the_task_acts_as_the_api_key_that_started_the_job(tree):
         actor=SYSTEM, organization=tree["acme"], name="ops", role="operator"
     ).api_key
     job = start(tree["acme"], {}, transition="suspend", who=actor_for_api_key(key))
-    assert (job.created_by_id, job.params["api_key_id"]) == (None, str(key.pk))
+    assert (job.created_by_id, job.params["actor"]["api_key_id"]) == (None, str(key.pk))
     result = run_bulk_transition.apply(kwargs={"job_id": str(job.pk)}).get()
     assert result == {"status": "succeeded", "processed": 2}
     rows = device_audit().filter(action="device.transition")
