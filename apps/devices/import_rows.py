@@ -13,8 +13,6 @@ Python predicate that only ever answers "valid" for objects jsonschema accepts; 
 from __future__ import annotations
 
 import json
-import os
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,6 +21,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from apps.core.actors import Actor
+from apps.core.ids import uuid7_hex_batch
 from apps.core.scoping import ancestor_ids
 from apps.profiles.models import DeviceProfile, ProfileVersion
 
@@ -31,18 +30,6 @@ from .import_files import Row
 from .import_schema import Check, fast_check
 
 ALLOWED_STATES = (DeviceState.ESCROW, DeviceState.ACTIVE, DeviceState.DISCOVERED)
-_UUID7_HEAD = (0x7 << 76) | (0x2 << 62)  # version 7, RFC 4122 variant
-_RANDOM_B = (1 << 62) - 1
-
-
-def uuid7_batch(count: int) -> Iterator[str]:
-    """``count`` version 7 UUIDs (the layout of ``apps.core.ids.uuid7``) as the 32 hex digits
-    PostgreSQL reads, from one clock read and one random read: a chunk needs two per row."""
-    head = _UUID7_HEAD | ((time.time_ns() // 1_000_000) & ((1 << 48) - 1)) << 80
-    random = os.urandom(10 * count)
-    for offset in range(0, 10 * count, 10):
-        bits = int.from_bytes(random[offset : offset + 10], "big")
-        yield f"{head | ((bits >> 62) & 0xFFF) << 64 | (bits & _RANDOM_B):032x}"
 
 
 @dataclass
@@ -307,7 +294,7 @@ class Validator:
 
     def chunk(self, rows: list[Row]) -> Chunk:
         chunk = Chunk()
-        ids = uuid7_batch(2 * len(rows))
+        ids = iter(uuid7_hex_batch(2 * len(rows)))
         for row in rows:
             ok, outcome = self.row(row, ids)
             if ok:
