@@ -44,6 +44,10 @@ FLEET = (
     "telemetry",
     "event",
     "job",
+    "credential",
+    "certificateauthority",
+    "enrollmentpolicy",
+    "provisioningtemplate",
 )
 
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
@@ -57,6 +61,10 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
         | _crud("device", "transition", "transfer")
         | _crud("devicegroup", "share")
         | _crud("profile")
+        | _crud("credential")
+        | _crud("certificateauthority")
+        | _crud("enrollmentpolicy")
+        | _crud("provisioningtemplate")
         | _crud("command", "execute")
         | _crud("changerequest", "execute")
         | {"changerequest.approve"}
@@ -81,6 +89,10 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
         | _crud("device", "transition", "transfer")
         | _crud("devicegroup", "share")
         | _crud("profile")
+        | _crud("credential")
+        | _crud("certificateauthority")
+        | _crud("enrollmentpolicy")
+        | _crud("provisioningtemplate")
         | _crud("command", "execute")
         | _crud("changerequest", "execute")
         | {"changerequest.approve"}
@@ -98,6 +110,7 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
         _view(*FLEET)
         | {"membership.view"}
         | {"device.add", "device.change", "device.transition"}
+        | {"credential.add", "credential.delete"}
         | _crud("devicegroup")
         | {
             "command.add",

@@ -24,6 +24,7 @@ from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from apps.core import events as core_events
 from apps.core.actors import Actor
@@ -59,10 +60,17 @@ class Guard:
 @dataclass(frozen=True)
 class Effect:
     """What a transition does besides changing the state: column values written in the same
-    UPDATE, and a domain event per device (emitted in the same transaction)."""
+    UPDATE, a domain event per device (emitted in the same transaction), and a set-based hook on
+    other tables (a dotted path to ``hook(*, device_ids, actor, transition) -> None``, run in the
+    same transaction with the ids of the devices that moved)."""
 
     updates: dict[str, Any] = field(default_factory=dict)
     event: str = ""
+    hook: str = ""
+
+    def run_hook(self, device_ids: list[uuid.UUID], actor: Actor, transition: str) -> None:
+        if self.hook and device_ids:
+            import_string(self.hook)(device_ids=device_ids, actor=actor, transition=transition)
 
 
 @dataclass(frozen=True)
@@ -96,7 +104,13 @@ def _pending_transfer() -> Q:
 NO_PENDING_TRANSFER = Guard(
     message="The device has a pending transfer; cancel it first.", blocked=_pending_transfer
 )
-REVOKE_CREDENTIALS = Effect(updates={"claim_code_hash": ""}, event="device.credentials_revoked")
+REVOKE_CREDENTIALS = Effect(
+    updates={"claim_code_hash": ""},
+    event="device.credentials_revoked",
+    hook="apps.devices.credentials.revoke_on_transition",
+)
+# activation applies the provisioning templates (once: a device keeps what it got)
+PROVISION = Effect(hook="apps.devices.provisioning.apply_on_activation")
 LIVE = frozenset({S.ESCROW, S.DISCOVERED, S.ACTIVE, S.MAINTENANCE, S.SUSPENDED})
 
 TRANSITIONS: dict[str, Transition] = {
@@ -107,8 +121,9 @@ TRANSITIONS: dict[str, Transition] = {
             frozenset({S.ESCROW, S.DISCOVERED, S.MAINTENANCE, S.SUSPENDED}),
             S.ACTIVE,
             guards=(NO_PENDING_TRANSFER,),
+            effects=(PROVISION,),
         ),
-        Transition("approve", frozenset({S.DISCOVERED}), S.ACTIVE),
+        Transition("approve", frozenset({S.DISCOVERED}), S.ACTIVE, effects=(PROVISION,)),
         # rejecting a quarantined device ends it for good: its factory credentials too
         Transition(
             "reject", frozenset({S.DISCOVERED}), S.DECOMMISSIONED, effects=(REVOKE_CREDENTIALS,)
@@ -157,6 +172,12 @@ def check(transition: Transition, device: Device, actor: Actor, **kwargs: Any) -
         message = guard(device, actor, **kwargs)
         if message:
             raise ValidationError({"state": message})
+
+
+def run_hooks(transition: Transition, device_ids: list[uuid.UUID], actor: Actor) -> None:
+    """The set-based hooks of ``transition``'s effects, for the devices that moved."""
+    for effect in transition.effects:
+        effect.run_hook(device_ids, actor, transition.name)
 
 
 def events(transition: Transition) -> list[str]:
@@ -237,6 +258,7 @@ def apply_chunk(
     if not ids:
         return None
     moved = _move(ids, transition)
+    run_hooks(transition, [row.id for row in moved], actor)
     succeeded, failed = _record_items(job.pk, ids, [row.id for row in moved], transition)
     _audit(actor, transition, job.pk, moved)
     _events(transition, moved)

@@ -11,7 +11,7 @@ from apps.core.scoping import ScopedManager
 
 from .choices import ConnectionType
 
-__all__ = ["DeviceProfile", "ProfileVersion"]
+__all__ = ["DeviceProfile", "ProfileVersion", "ProvisioningTemplate"]
 
 
 def default_object_schema() -> dict[str, object]:
@@ -84,3 +84,41 @@ class ProfileVersion(BaseModel):
 
     def __str__(self) -> str:
         return f"{self.profile.name} v{self.number}"
+
+
+class ProvisioningTemplate(OrganizationOwned):
+    """What a device gets when it is activated: initial configuration, a heartbeat policy,
+    data-routing labels and a software baseline.
+
+    Templates stack from the top of the tree down: a template with a profile, owned by the
+    profile's manufacturer, is the profile's default; templates of the organizations on the path
+    down to the device's organization override it (deeper wins), and among one organization's
+    templates the one naming the device's profile overrides the organization-wide one. Empty
+    values do not override (``devices.provisioning`` merges them)."""
+
+    name = models.CharField(max_length=200)
+    profile = models.ForeignKey(
+        DeviceProfile, on_delete=models.PROTECT, null=True, blank=True, related_name="templates"
+    )
+    configuration = models.JSONField(default=dict, blank=True)
+    heartbeat_interval_seconds = models.PositiveIntegerField(null=True, blank=True)
+    heartbeat_missed_beats = models.PositiveSmallIntegerField(null=True, blank=True)
+    routing_labels = ArrayField(models.CharField(max_length=64), default=list, blank=True)
+    software = models.JSONField(default=dict, blank=True)  # {"firmware": "1.4.2", "app": "..."}
+    enabled = models.BooleanField(default=True)
+
+    scope_resource = "provisioningtemplate"
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "profile"],
+                condition=models.Q(enabled=True),
+                name="profiles_one_template_per_org_profile",
+                nulls_distinct=False,
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name

@@ -42,6 +42,32 @@ OUTBOX_MAX_ATTEMPTS = env.int("OUTBOX_MAX_ATTEMPTS", default=10)
 OUTBOX_LEASE_SECONDS = env.int("OUTBOX_LEASE_SECONDS", default=60)
 TEST_DATABASE_NAME = env.str("TEST_DATABASE_NAME", default="test_fleetops")
 
+# --- PKI, broker and enrollment (docs/operations.md, docs/device-protocol.md) -----------------
+# CA private keys are stored encrypted with a key derived from this secret (SECRET_KEY if unset).
+PKI_KEY_ENCRYPTION_KEY = env.str("PKI_KEY_ENCRYPTION_KEY", default="")
+# The installation root CA from configuration (PEM files; the key may be passphrase-protected).
+# Unset: a root is generated on first use and kept, encrypted, in the database.
+PKI_ROOT_CERT_FILE = env.str("PKI_ROOT_CERT_FILE", default="")
+PKI_ROOT_KEY_FILE = env.str("PKI_ROOT_KEY_FILE", default="")
+PKI_ROOT_KEY_PASSPHRASE = env.str("PKI_ROOT_KEY_PASSPHRASE", default="")
+PKI_DEVICE_CERT_DAYS = env.int("PKI_DEVICE_CERT_DAYS", default=365)
+PKI_RENEW_BEFORE_DAYS = env.int("PKI_RENEW_BEFORE_DAYS", default=30)
+PKI_MAX_AGE_DAYS = env.int("PKI_MAX_AGE_DAYS", default=730)  # older certificates are "aged"
+PKI_CRL_DAYS = env.int("PKI_CRL_DAYS", default=7)
+# The broker as devices see it (enrollment answers) and where its generated files live.
+MQTT_PUBLIC_HOST = env.str("MQTT_PUBLIC_HOST", default="127.0.0.1")
+MQTT_DEVICE_PORT = env.int("MQTT_DEVICE_PORT", default=8883)  # TLS + client certificate
+MQTT_TOKEN_PORT = env.int("MQTT_TOKEN_PORT", default=8884)  # TLS + device token as password
+MQTT_BROKER_DIR = env.str("MQTT_BROKER_DIR", default=str(VAR_DIR / "mosquitto" / "fleetops"))
+MQTT_BROKER_PIDFILE = env.str("MQTT_BROKER_PIDFILE", default="")  # SIGHUP after a sync
+MQTT_MAX_MESSAGE_BYTES = env.int("MQTT_MAX_MESSAGE_BYTES", default=262_144)
+# The reverse proxy's verified client certificate (nginx: $ssl_client_escaped_cert), trusted
+# only from these addresses (deploy/nginx/fleetops.conf).
+DEVICE_CERT_HEADER = env.str("DEVICE_CERT_HEADER", default="X-SSL-Client-Cert")
+DEVICE_TRUSTED_PROXIES = env.list("DEVICE_TRUSTED_PROXIES", default=["127.0.0.1", "::1"])
+ENROLL_RATE_PER_SOURCE = env.int("ENROLL_RATE_PER_SOURCE", default=120)  # per minute
+ENROLL_RATE_PER_TOKEN = env.int("ENROLL_RATE_PER_TOKEN", default=600)  # per minute
+
 if not DATABASE_URL:
     raise environ.ImproperlyConfigured(
         "DATABASE_URL is not set and no embedded services are running: run `make run` or "
@@ -211,6 +237,9 @@ SPECTACULAR_SETTINGS = {
         "TransferStatusEnum": "apps.devices.choices.TransferStatus",
         "JobStatusEnum": "apps.core.models.JobStatus",
         "DeliveryStatusEnum": "apps.core.models.DeliveryStatus",
+        "CredentialStatusEnum": "apps.devices.choices.CredentialStatus",
+        "CertificateAuthorityStatusEnum": "apps.devices.pki.external.STATUSES",
+        "DeviceTokenStatusEnum": "apps.devices.pki.services.TOKEN_STATUSES",
     },
 }
 
@@ -226,6 +255,10 @@ CELERY_TIMEZONE = "UTC"
 # Every periodic schedule of the platform is declared here, in one place.
 CELERY_BEAT_SCHEDULE = {
     "core.sweep_outbox": {"task": "core.sweep_outbox", "schedule": timedelta(seconds=30)},
+    "devices.certificate_audit": {
+        "task": "devices.certificate_audit",
+        "schedule": timedelta(days=1),
+    },
 }
 
 LOGGING = {

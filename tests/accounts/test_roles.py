@@ -19,18 +19,19 @@ PERMISSIONS = [
     "membership.view", "membership.add", "apikey.add", "auditlog.view", "auditlog.export",
     "event.redeliver", "device.view", "device.add", "device.transition", "command.execute",
     "changerequest.approve", "deployment.add", "secret.change", "billing.view",
-    "billing.change",
+    "billing.change", "credential.view", "credential.delete", "certificateauthority.add",
+    "enrollmentpolicy.add",
 ]
 # One column per entry of PERMISSIONS, in order: x = granted, . = not granted.
-#                org      mem ak audit ev  device    cmd cr dep sec bill
+#                org      mem ak audit ev  device    cmd cr dep sec bill cred ca ep
 TABLE = {
-    "owner":      "x x x x  x x  x  x x   x   x x x   x   x  x   x   x x",
-    "admin":      "x x . x  x x  x  x x   x   x x x   x   x  x   x   x .",
-    "operator":   "x . . .  x .  .  . .   .   x x x   x   .  x   .   . .",
-    "approver":   "x . . .  x .  .  x .   .   x . .   .   x  .   .   . .",
-    "technician": "x . . .  . .  .  . .   .   x . x   .   .  .   .   . .",
-    "viewer":     "x . . .  . .  .  . .   .   x . .   .   .  .   .   . .",
-    "billing":    "x . . .  . .  .  . .   .   . . .   .   .  .   .   x x",
+    "owner":      "x x x x  x x  x  x x   x   x x x   x   x  x   x   x x  x x x x",
+    "admin":      "x x . x  x x  x  x x   x   x x x   x   x  x   x   x .  x x x x",
+    "operator":   "x . . .  x .  .  . .   .   x x x   x   .  x   .   . .  x x . .",
+    "approver":   "x . . .  x .  .  x .   .   x . .   .   x  .   .   . .  x . . .",
+    "technician": "x . . .  . .  .  . .   .   x . x   .   .  .   .   . .  x . . .",
+    "viewer":     "x . . .  . .  .  . .   .   x . .   .   .  .   .   . .  x . . .",
+    "billing":    "x . . .  . .  .  . .   .   . . .   .   .  .   .   x x  . . . .",
 }
 # Rows: the granter's role; columns: the role granted, in the order of ROLES.
 GRANTS = {
