@@ -266,6 +266,26 @@ def device_rows(world: World, count: int, bulk: int, seed: int = 7) -> io.String
     return out
 
 
+def _fill_other_columns(cursor: Any, connection: Any) -> list[str]:
+    """Give every NOT NULL column of devices_device that the COPY leaves out (fields added after
+    this loader) its model default as a column default for the load. Returns those columns."""
+    from psycopg import sql
+
+    from apps.devices.models import Device
+
+    listed = {name.strip() for name in COLUMNS.split(",")}
+    filled = []
+    for model_field in Device._meta.concrete_fields:
+        column = model_field.column
+        if column is None or column in listed or model_field.null or not model_field.has_default():
+            continue
+        value = model_field.get_db_prep_save(model_field.get_default(), connection)
+        statement = sql.SQL("ALTER TABLE devices_device ALTER COLUMN {} SET DEFAULT {}")
+        cursor.execute(statement.format(sql.Identifier(column), sql.Literal(value)))
+        filled.append(column)
+    return filled
+
+
 def load_devices(world: World, count: int, bulk: int, using: str = "default") -> float:
     """COPY ``count`` devices into devices_device (secondary indexes dropped during the load and
     rebuilt after; foreign keys are correct by construction so their triggers are skipped), then
@@ -285,8 +305,11 @@ def load_devices(world: World, count: int, bulk: int, using: str = "default") ->
         for name, _ in indexes:
             cursor.execute(f'DROP INDEX "{name}"')
         cursor.execute("SET LOCAL session_replication_role = replica")
+        filled = _fill_other_columns(cursor, connections[using])
         with cursor.copy(f"COPY devices_device ({COLUMNS}) FROM STDIN") as copy:
             copy.write(rows.getvalue())
+        for column in filled:
+            cursor.execute(f'ALTER TABLE devices_device ALTER COLUMN "{column}" DROP DEFAULT')
         cursor.execute("SET LOCAL maintenance_work_mem = '512MB'")
         for _, definition in indexes:
             cursor.execute(definition)

@@ -58,8 +58,8 @@ def device_queryset(actor: Any, using: str, limit: int = 50) -> Any:
 
 
 def group_queryset(actor: Any, using: str) -> Any:
-    """The first 50 groups by name through ``for_actor`` (grant branches as ``= ANY(ARRAY(...))``,
-    see ``apps.core.scoping.in_array``)."""
+    """The first 50 groups by name through ``for_actor`` (each grant branch takes its first 50
+    grants by name from the grant table's listing index, see ``apps.core.scoping.GrantedIds``)."""
     from apps.devices.models import DeviceGroup
 
     scoped = DeviceGroup.objects.using(using).for_actor(actor, "view")

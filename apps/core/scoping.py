@@ -9,6 +9,10 @@ per-object grants (direct foreign-key tables) when the model has them.
 A model with ``scope_shared_down = True`` (device profiles) is also visible, for ``view`` only,
 to everyone below its organization: the ancestors are read off the materialized path.
 
+A model whose grant rows carry copies of its sort fields names them in
+``scope_grant_sort_fields`` (device groups: ``{"name": "object_name"}``): a plain page of the
+scope ordered by them then reads only its first grants (``GrantedIds``), whatever their number.
+
 Every entry point uses it: API viewsets, portal views, admin querysets for non-superusers,
 websocket consumers and tasks that act for a user.
 """
@@ -16,6 +20,7 @@ websocket consumers and tasks that act for a user.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping, Sequence
 from functools import reduce
 from operator import or_
 from typing import TYPE_CHECKING, Any, Self
@@ -23,9 +28,14 @@ from typing import TYPE_CHECKING, Any, Self
 from django.apps import apps
 from django.contrib.postgres.expressions import ArraySubquery
 from django.db import models
-from django.db.models import BooleanField, F, Func, Q
+from django.db.models import BooleanField, F, Func, Q, Subquery
+from django.db.models.sql.where import AND, OR, WhereNode
 
 if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
+    from django.db.models.sql.compiler import SQLCompiler
+    from django.db.models.sql.query import Query
+
     from .actors import Actor
 
 
@@ -45,21 +55,93 @@ def organization_ids_under(paths: list[str]) -> models.QuerySet[Any]:
     return organization.objects.filter(condition).values("pk")
 
 
-def in_array(field: str, subquery: models.QuerySet[Any]) -> Q:
-    """``<field> = ANY(ARRAY(<subquery>))``: the rows of ``<field> IN (<subquery>)``, worded so
-    that PostgreSQL can answer it from an index inside an OR. With ``IN``, an OR of the role
-    branch and the grant branches makes it read every row of the table and probe each against
-    the grants; with ``= ANY(ARRAY(...))`` each subquery runs once (an init plan) and the OR
-    becomes a BitmapOr of the organization index and the primary key (bench/registry.py)."""
-    return Q(
-        Func(
-            F(field),
-            ArraySubquery(subquery),
-            arg_joiner=" = ANY(",
-            template="%(expressions)s)",
-            output_field=BooleanField(),
-        )
-    )
+class GrantedIds(Func):
+    """``pk = ANY(ARRAY(SELECT content_object_id FROM <grants>))``: the rows shared through a
+    guardian direct foreign-key table. Worded so that PostgreSQL can answer it from an index
+    inside an OR: with ``pk IN (<grants>)`` an OR of the role branch and the grant branches
+    reads every row of the table and probes each against the grants; with ``= ANY(ARRAY(...))``
+    each subquery runs once (an init plan) and the OR becomes a BitmapOr of the organization
+    index and the primary key.
+
+    When the query being compiled is a page of the scope and nothing else (see ``page_order``),
+    the subquery keeps only the first ``LIMIT`` grants in the page's order, read off the grant
+    rows (``sort_fields`` names the copies they carry of the model's sort fields): a row of the
+    page that is there through a grant is among them, so the page is the same, and it no
+    longer costs more the more grants the user holds (bench/registry.py)."""
+
+    arg_joiner = " = ANY("
+    template = "%(expressions)s)"
+    output_field = BooleanField()
+
+    def __init__(self, grants: models.QuerySet[Any], sort_fields: Mapping[str, str]) -> None:
+        super().__init__(F("pk"), ArraySubquery(grants.values("content_object_id")))
+        self.scoped_model: type[models.Model] = grants.model._meta.get_field(
+            "content_object"
+        ).related_model
+        self.sort_fields = dict(sort_fields)
+
+    def as_sql(  # type: ignore[override]
+        self, compiler: SQLCompiler, connection: BaseDatabaseWrapper, **extra_context: Any
+    ) -> tuple[str, Sequence[Any]]:
+        query = compiler.query
+        order = page_order(query, self.scoped_model, self.sort_fields)
+        if order is None or query.high_mark is None:
+            return super().as_sql(compiler, connection, **extra_context)
+        column, granted = self.get_source_expressions()
+        first = granted.copy()  # a copy of the resolved subquery, with a copy of its query
+        first.query.clear_ordering(force=True)
+        first.query.add_ordering(*order)
+        first.query.set_limits(high=query.high_mark)
+        trimmed = self.copy()
+        trimmed.set_source_expressions([column, first])
+        return Func.as_sql(trimmed, compiler, connection, **extra_context)
+
+
+def page_order(
+    query: Query, model: type[models.Model], sort_fields: Mapping[str, str]
+) -> list[str] | None:
+    """The page's ordering in grant columns when ``query`` is ``for_actor(...)`` ordered by
+    fields the grant rows carry and sliced, with nothing else narrowing or folding its rows;
+    else ``None``. Anything more keeps the whole grants subquery: another filter or a cursor
+    could drop rows of the first ``n`` grants, DISTINCT or GROUP BY fold them (the first ``n``
+    distinct names may need later grants), an annotation may be a window over every row, and
+    SKIP LOCKED skips some."""
+    opts = model._meta
+    if (
+        query.high_mark is None
+        or query.model is not model
+        or query.combinator
+        or query.distinct
+        or query.group_by is not None
+        or query.annotations
+        or query.extra
+        or query.extra_order_by
+        or query.select_for_update
+        or not _scope_only(query.where)
+    ):
+        return None
+    ordering = query.order_by or (opts.ordering if query.default_ordering else None) or ()
+    columns = {"pk": "content_object_id", opts.pk.name: "content_object_id", **sort_fields}
+    order = []
+    for key in ordering:
+        if not isinstance(key, str) or key.lstrip("-") not in columns:
+            return None
+        descending = key.startswith("-") == query.standard_ordering
+        order.append(("-" if descending else "") + columns[key.lstrip("-")])
+    return order or None
+
+
+def _scope_only(where: WhereNode) -> bool:
+    """Whether the WHERE clause is the one condition ``for_actor`` added (any later filter is
+    another child of the root, ANDed)."""
+    if where.negated or where.connector != AND or len(where.children) != 1:
+        return False
+    scope = where.children[0]
+    if isinstance(scope, WhereNode):
+        if scope.negated or scope.connector != OR:
+            return False
+        return any(isinstance(getattr(leaf, "lhs", None), GrantedIds) for leaf in scope.children)
+    return isinstance(getattr(scope, "lhs", None), GrantedIds)
 
 
 def ancestor_ids(paths: list[str]) -> list[uuid.UUID]:
@@ -92,11 +174,7 @@ class ScopedQuerySet(models.QuerySet[Any]):
         if path_field is not None:  # the organization model itself
             return reduce(or_, (Q(**{f"{path_field}__startswith": path}) for path in paths))
         organization_field: str = getattr(self.model, "scope_organization_field", "organization")
-        known = actor.subtree_ids_for(permission)
-        if known is not None and len(known) <= LITERAL_IDS_LIMIT:
-            condition = Q(**{f"{organization_field}__in": known})
-        else:
-            condition = Q(**{f"{organization_field}__in": organization_ids_under(paths)})
+        condition = Q(**{f"{organization_field}__in": _organizations(actor, permission)})
         if getattr(self.model, "scope_shared_down", False) and permission.endswith(".view"):
             # shared down the tree: rows of the ancestors of every organization the actor sees
             ancestors = ancestor_ids(paths)
@@ -107,23 +185,50 @@ class ScopedQuerySet(models.QuerySet[Any]):
     def _grant_condition(self, actor: Actor, action: str) -> Q | None:
         """Explicit per-object grants (django-guardian, direct foreign-key tables): to the
         actor's user, and to organizations in which the actor holds the permission."""
-        codename = f"{action}_{self.model._meta.model_name}"
+        model = self.model
+        codename = f"{action}_{model._meta.model_name}"
+        sort_fields: Mapping[str, str] = getattr(model, "scope_grant_sort_fields", {})
         conditions: list[Q] = []
-        user_grants: str | None = getattr(self.model, "scope_user_grant_model", None)
+        user_grants: str | None = getattr(model, "scope_user_grant_model", None)
         if user_grants is not None and actor.user_id is not None:
             granted = apps.get_model(user_grants).objects.filter(
-                user_id=actor.user_id, permission__codename=codename
+                user_id=actor.user_id, permission_id=self._permission_id(codename)
             )
-            conditions.append(in_array("pk", granted.values("content_object_id")))
-        group_grants: str | None = getattr(self.model, "scope_group_grant_model", None)
-        paths = actor.paths_for(permission_name(self.model, action))
-        if group_grants is not None and paths:
+            conditions.append(Q(GrantedIds(granted, sort_fields)))
+        group_grants: str | None = getattr(model, "scope_group_grant_model", None)
+        permission = permission_name(model, action)
+        if group_grants is not None and actor.paths_for(permission):
+            organization = apps.get_model("accounts", "Organization")
+            auth_groups = organization.objects.filter(pk__in=_organizations(actor, permission))
             granted = apps.get_model(group_grants).objects.filter(
-                group__organization__in=organization_ids_under(paths),
-                permission__codename=codename,
+                group_id__in=auth_groups.values("auth_group_id"),
+                permission_id=self._permission_id(codename),
             )
-            conditions.append(in_array("pk", granted.values("content_object_id")))
+            conditions.append(Q(GrantedIds(granted, sort_fields)))
         return reduce(or_, conditions) if conditions else None
+
+    def _permission_id(self, codename: str) -> Subquery:
+        """The permission's id as a scalar subquery on the unique (content type, codename)
+        index, an init plan: the grant subqueries then filter ``permission_id = $1`` and read
+        their listing index in order (a join to ``auth_permission`` reads every grant of the
+        user). The content type comes from Django's cache, as in guardian."""
+        content_type = apps.get_model("contenttypes", "ContentType")
+        permission = apps.get_model("auth", "Permission")
+        found = permission.objects.filter(
+            content_type=content_type.objects.db_manager(self.db).get_for_model(self.model),
+            codename=codename,
+        )
+        return Subquery(found.order_by().values("pk"))
+
+
+def _organizations(actor: Actor, permission: str) -> list[uuid.UUID] | models.QuerySet[Any]:
+    """The organizations where ``permission`` holds: the actor's literal id list (up to
+    LITERAL_IDS_LIMIT; with the values known the planner uses per-organization statistics, and
+    plans faster), else the subquery of the subtrees."""
+    known = actor.subtree_ids_for(permission)
+    if known is not None and len(known) <= LITERAL_IDS_LIMIT:
+        return known
+    return organization_ids_under(actor.paths_for(permission))
 
 
 class ScopedManager(models.Manager.from_queryset(ScopedQuerySet)):  # type: ignore[misc]

@@ -68,8 +68,9 @@ class Share:
 
 
 def group_list(*, actor: Actor, action: str = "view") -> QuerySet[DeviceGroup]:
-    """Groups the actor may ``action``: role scope plus guardian grants (``for_actor`` words the
-    grants so that indexes serve them: a page costs what the visible groups cost)."""
+    """Groups the actor may ``action``: role scope plus guardian grants. ``for_actor`` words the
+    grants so that indexes serve them, and a plain page by name takes only its first grants (the
+    grant rows carry the group's name): a page costs the same with 0 or 1,000 grants."""
     scoped = DeviceGroup.objects.for_actor(actor, action)
     return scoped.select_related("organization")
 

@@ -1,5 +1,5 @@
 """``group_list`` words the grant branches as ``id = ANY(ARRAY(...))`` (see
-``apps.core.scoping.in_array``) so PostgreSQL can use its indexes; it returns exactly what the
+``apps.core.scoping.GrantedIds``) so PostgreSQL can use its indexes; it returns exactly what the
 plain ``for_actor`` query returns: same rows, same order, for every ordering, slice and filter."""
 
 from __future__ import annotations
