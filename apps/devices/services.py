@@ -16,6 +16,7 @@ from typing import Any
 
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import IntegrityError, connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from apps.accounts.models import Organization
@@ -272,6 +273,7 @@ def device_transition(*, actor: Actor, device: Device, transition: str, reason: 
     for name, value in spec.updates().items():
         setattr(device, name, value)
     device.save(update_fields=["state", "state_changed_at", *spec.updates(), "updated_at"])
+    lifecycle.run_hooks(spec, [device.pk], actor)
     audit.record(
         actor=actor,
         action="device.transition",
@@ -335,8 +337,11 @@ def bulk_transition_run(*, job_id: Any, chunk_size: int = lifecycle.CHUNK_SIZE) 
 
     Set-based, one transaction per chunk that also advances the job's cursor, so a retry
     continues where the last committed chunk ended and never writes an item twice. A finished
-    job is left alone."""
+    job is left alone. A cancelled one (``jobs.job_cancel``) stops before its next chunk and
+    keeps the counts done so far; a queued one never starts."""
     job = Job.objects.select_related("organization").get(pk=job_id)
+    if job.status == JobStatus.CANCELLED and job.finished_at is None:
+        return _finish_bulk(job.pk, cancelled=True)  # cancelled while no worker ran it
     if job.status in jobs.FINISHED:
         return job
     actor = jobs.job_actor(job)
@@ -347,25 +352,48 @@ def bulk_transition_run(*, job_id: Any, chunk_size: int = lifecycle.CHUNK_SIZE) 
     devices = lifecycle.scoped_selection(actor, spec, job.organization, job.params["selection"])
     if job.status == JobStatus.QUEUED:
         job.total = devices.count()
-        Job.objects.filter(pk=job.pk).update(
+        started = Job.objects.filter(pk=job.pk, status=JobStatus.QUEUED).update(
             status=JobStatus.RUNNING, total=job.total, started_at=timezone.now()
         )
+        if not started:  # cancelled (or started elsewhere) since it was read
+            return Job.objects.get(pk=job.pk)
+    cancelled = _bulk_chunks(job.pk, actor, spec, devices, chunk_size)
+    return _finish_bulk(job.pk, cancelled=cancelled)
+
+
+def _bulk_chunks(
+    job_id: Any,
+    actor: Actor,
+    spec: lifecycle.Transition,
+    devices: QuerySet[Device],
+    chunk_size: int,
+) -> bool:
+    """Apply chunk after chunk until none is left (False) or the job is cancelled (True). The
+    check is the first statement of each chunk's transaction: its row lock orders it after any
+    cancel in flight, so once a cancel has committed no further chunk starts."""
     while True:
         with transaction.atomic():
+            if jobs.job_cancelled(job_id):
+                return True
             chunk = lifecycle.apply_chunk(
-                job_id=job.pk, actor=actor, transition=spec, devices=devices, chunk_size=chunk_size
+                job_id=job_id, actor=actor, transition=spec, devices=devices, chunk_size=chunk_size
             )
-            if chunk is not None:
-                transaction.on_commit(lambda: jobs.push(job.pk))
-        if chunk is None:
-            break
-    return _finish_bulk(job.pk)
+            if chunk is None:
+                return False
+            transaction.on_commit(lambda: jobs.push(job_id))
 
 
-def _finish_bulk(job_id: Any) -> Job:
+def _finish_bulk(job_id: Any, *, cancelled: bool = False) -> Job:
     job = Job.objects.get(pk=job_id)
     status = JobStatus.PARTIAL if job.failed else JobStatus.SUCCEEDED
     result = {**job.result, "moved": job.succeeded, "refused": job.failed}
     with transaction.atomic():
+        if cancelled:
+            jobs.job_log(
+                job.pk,
+                f"Stopped after {job.processed} of {job.total} devices: {job.succeeded} moved, "
+                f"{job.failed} refused.",
+                level="warning",
+            )
         jobs.job_finish(job.pk, status=status, result=result)
     return Job.objects.get(pk=job.pk)

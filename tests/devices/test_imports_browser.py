@@ -117,6 +117,13 @@ def test_an_import_runs_in_the_worker_with_a_live_progress_bar(tree, page, worke
     assert page.locator("#import-created").inner_text() == "1995"
     assert page.locator("#import-unchanged").inner_text() == "0"
     assert page.locator("#import-rejected-count").inner_text() == "5"
+    page.wait_for_function(  # the log is tailed through the API as the job progresses
+        "document.querySelectorAll('#job-log-lines .job-line-message').length === 1"
+    )
+    assert page.locator("#job-log-lines .job-line-message").all_inner_texts() == [
+        "Done: 1995 created, 0 unchanged, 5 rejected."
+    ]
+    assert page.locator("#job-cancel-form").is_hidden()  # the job has ended
     shot("2-finished")
 
     with page.expect_download() as download_info:

@@ -4,6 +4,8 @@
   organization; it stores the file and queues the job (201 with the job).
 - ``GET /device-imports/`` and ``/device-imports/{id}/`` (``job.view``): status and progress.
 - ``GET /device-imports/{id}/rejected.csv``: the rejected rows with an ``error`` column.
+- ``GET /device-imports/{id}/log/`` and ``POST /device-imports/{id}/cancel/`` (``device.add``):
+  see ``jobs.py``.
 - ``GET /device-exports/devices.csv?<selection>`` (``device.view``): every visible device
   matching the selection, streamed in the import format. (It is not ``/devices/export.csv``:
   the devices router is included first and would take ``export.csv`` for a device id.)
@@ -27,6 +29,8 @@ from apps.core.api.viewsets import ScopedCreateMixin, ScopedViewSetMixin
 from apps.core.models import Job
 from apps.devices import exports, imports
 from apps.devices.models import Device
+
+from .jobs import JobControlMixin
 
 
 class DeviceImportSerializer(serializers.ModelSerializer[Job]):
@@ -70,6 +74,7 @@ class DeviceImportCreateSerializer(serializers.Serializer[Any]):
 
 
 class DeviceImportViewSet(  # type: ignore[misc]
+    JobControlMixin,
     ScopedViewSetMixin,
     ScopedCreateMixin,
     mixins.ListModelMixin,
@@ -83,6 +88,7 @@ class DeviceImportViewSet(  # type: ignore[misc]
     input_serializers = {"create": DeviceImportCreateSerializer}
     parser_classes = [MultiPartParser, FormParser]
     filter_backends = ()
+    cancel_kinds = (imports.KIND,)
 
     def permission(self, action: str | None = None) -> str:
         """Starting an import is adding devices; everything else is reading a job."""

@@ -33,6 +33,7 @@ from apps.devices.exports import selection_from_query
 from apps.devices.models import Device, Transfer
 
 from . import serializers as s
+from .jobs import JobControlMixin
 
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 SORT_ORDERINGS = {
@@ -331,8 +332,9 @@ class TransferViewSet(ScopedViewSetMixin, viewsets.ReadOnlyModelViewSet):  # typ
 
 
 @extend_schema_view(items=extend_schema(parameters=[s.JobItemQuerySerializer]))
-class JobViewSet(ScopedViewSetMixin, viewsets.ReadOnlyModelViewSet):  # type: ignore[misc]
-    """Long operations (bulk transitions, imports): status, progress and per-item results."""
+class JobViewSet(JobControlMixin, ScopedViewSetMixin, viewsets.ReadOnlyModelViewSet):  # type: ignore[misc]
+    """Long operations (bulk transitions, imports): status, progress, per-item results, log
+    lines and cancel."""
 
     queryset = Job.objects.all()
     serializer_class = s.JobSerializer
