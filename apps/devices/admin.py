@@ -28,10 +28,15 @@ from django.utils.html import format_html, format_html_join
 
 from apps.accounts.admin import ReadMostlyAdmin, request_actor
 from apps.accounts.models import Organization
+from apps.core.actors import Actor
 from apps.core.models import Job, JobItem
 
 from . import imports, lifecycle, services
+from .choices import AuthorityKind, CredentialStatus
 from .models import Device, DeviceGroup, Transfer
+from .models_pki import CertificateAuthority, DeviceCertificate, DeviceToken
+from .pki import external
+from .pki import services as pki_services
 
 MAX_ACTION_DEVICES = 500  # larger selections: the API's bulk transition (a background job)
 ITEMS_SHOWN = 50
@@ -206,3 +211,78 @@ class JobAdmin(ReadMostlyAdmin):
     def failed_items(self, job: Job) -> str:
         items = JobItem.objects.filter(job=job, ok=False).order_by("id")[:ITEMS_SHOWN]
         return format_html_join("", "<div>{}: {}</div>", ((i.key, i.message) for i in items))
+
+
+# --- PKI: certificate authorities, device certificates, device tokens --------------------------
+# No private key material is shown: CA keys (``key_encrypted``) and token hashes are excluded.
+
+
+@admin.register(CertificateAuthority)
+class CertificateAuthorityAdmin(ReadMostlyAdmin):
+    list_display = ("name", "kind", "organization", "verified_at", "not_after", "revoked_at")
+    list_filter = ("kind",)
+    search_fields = ("=fingerprint", "^name")
+    search_help_text = "An exact SHA-256 fingerprint, or the beginning of a name."
+    list_select_related = ("organization",)
+    raw_id_fields = ("organization", "parent")
+    exclude = ("key_encrypted",)
+    show_full_result_count = False
+    actions = ("revoke_authority",)
+
+    @admin.action(description="Revoke selected registered CAs", permissions=["view"])
+    def revoke_authority(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        def write(actor: Actor, authority: CertificateAuthority) -> bool:
+            if authority.kind != AuthorityKind.EXTERNAL or authority.revoked_at is not None:
+                return False
+            external.authority_revoke(actor=actor, authority=authority, reason="admin")
+            return True
+
+        self.apply(request, queryset, action="delete", verb="Revoked", write=write)
+
+
+@admin.register(DeviceCertificate)
+class DeviceCertificateAdmin(ReadMostlyAdmin):
+    list_display = ("serial_number", "device", "kind", "status", "not_after", "last_seen_at")
+    list_filter = ("status", "kind")
+    search_fields = ("=fingerprint", "=serial_number", "=device__id")
+    search_help_text = "An exact fingerprint, serial number (hex) or device id."
+    list_select_related = ("device", "issuer")
+    raw_id_fields = ("device", "issuer")
+    show_full_result_count = False
+    ordering = ("-id",)
+    actions = ("revoke_certificate",)
+
+    @admin.action(description="Revoke selected certificates", permissions=["view"])
+    def revoke_certificate(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        def write(actor: Actor, certificate: DeviceCertificate) -> bool:
+            if certificate.status == CredentialStatus.REVOKED:
+                return False
+            pki_services.certificate_revoke(
+                actor=actor, certificate=certificate, reason="unspecified"
+            )
+            return True
+
+        self.apply(request, queryset, action="delete", verb="Revoked", write=write)
+
+
+@admin.register(DeviceToken)
+class DeviceTokenAdmin(ReadMostlyAdmin):
+    list_display = ("prefix", "device", "label", "expires_at", "revoked_at", "last_used_at")
+    search_fields = ("=prefix", "=device__id")
+    search_help_text = "An exact token prefix or device id."
+    list_select_related = ("device",)
+    raw_id_fields = ("device", "created_by")
+    exclude = ("token_hash", "broker_hash")  # never shown, not even hashed
+    show_full_result_count = False
+    ordering = ("-id",)
+    actions = ("revoke_token",)
+
+    @admin.action(description="Revoke selected device tokens", permissions=["view"])
+    def revoke_token(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        def write(actor: Actor, token: DeviceToken) -> bool:
+            if token.revoked_at is not None:
+                return False
+            pki_services.device_token_revoke(actor=actor, token=token)
+            return True
+
+        self.apply(request, queryset, action="delete", verb="Revoked", write=write)

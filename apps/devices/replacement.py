@@ -9,7 +9,7 @@ from django.utils import timezone
 from apps.core import audit, events
 from apps.core.actors import Actor
 
-from . import lifecycle
+from . import credentials, lifecycle
 from .choices import DeviceState
 from .models import Device, GroupMembership
 from .services import device_payload
@@ -57,6 +57,7 @@ def device_replace(*, actor: Actor, old: Device, new: Device) -> Device:
         new.state, new.state_changed_at = old.state, timezone.now()
     new.save()
     moved = _move_memberships(old, new)
+    credentials.revoke_on_transition(device_ids=[old.pk], actor=actor, transition="replace")
     previous = old.state
     old.state, old.state_changed_at = DeviceState.REPLACED, timezone.now()
     old.replaced_by, old.claim_code_hash = new, ""

@@ -141,7 +141,14 @@ def _context(request: HttpRequest, organization: Organization, device: Device) -
         "is_older_page": before[0] is not None,
         "map_tiles": getattr(settings, "FLEET_MAP_TILE_URL", ""),
         "live_labels": live_labels(),
+        "credentials": _credentials(actor, device),
     }
+
+
+def _credentials(actor: Any, device: Device) -> dict[str, Any]:
+    from .views_pki import credentials_context  # views_pki imports this module
+
+    return credentials_context(actor, device)
 
 
 @login_required

@@ -1,0 +1,3 @@
+from __future__ import annotations
+
+from tests.authz import authz_world  # noqa: F401
