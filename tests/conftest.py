@@ -4,6 +4,7 @@ import pytest
 
 from apps.accounts.models import Organization
 
+from .broker_support import mqtt_broker, mqtt_broker_process  # noqa: F401 (a real Mosquitto)
 from .factories import make_organization
 
 
