@@ -11,9 +11,12 @@ api_v1 = [
     path("", include("apps.accounts.api.urls")),
     path("", include("apps.core.api.urls")),
     path("", include("apps.profiles.api.urls")),
+    path("", include("apps.profiles.api.urls_templates")),
     path("", include("apps.devices.api.urls_devices")),
     path("", include("apps.devices.api.urls_groups")),
     path("", include("apps.devices.api.urls_imports")),
+    path("", include("apps.devices.api.urls_pki")),
+    path("", include("apps.devices.api.urls_enrollment")),
 ]
 
 # Admin sign-in goes through allauth (email verification, rate limits, MFA); signed-in
@@ -30,12 +33,14 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
+    path("device/v1/", include("apps.devices.device_urls")),
     path("", include("apps.core.urls")),
     path("", include(("apps.accounts.urls", "portal"), namespace="portal")),
     path("", include(("apps.profiles.urls", "profiles"), namespace="profiles")),
     path("", include(("apps.devices.urls_fleet", "fleet"), namespace="fleet")),
     path("", include(("apps.devices.urls_groups", "groups"), namespace="groups")),
     path("", include(("apps.devices.urls_imports", "imports"), namespace="imports")),
+    path("", include(("apps.devices.urls_enrollment", "enrollment"), namespace="enrollment")),
 ]
 
 handler404 = "config.urls.not_found"
@@ -43,7 +48,7 @@ handler500 = "config.urls.server_error"
 
 
 def not_found(request, exception=None):  # type: ignore[no-untyped-def]
-    if request.path.startswith("/api/"):
+    if request.path.startswith(("/api/", "/device/")):
         return api_error_view(404)(request, exception)
     from django.views.defaults import page_not_found
 
@@ -51,7 +56,7 @@ def not_found(request, exception=None):  # type: ignore[no-untyped-def]
 
 
 def server_error(request):  # type: ignore[no-untyped-def]
-    if request.path.startswith("/api/"):
+    if request.path.startswith(("/api/", "/device/")):
         return api_error_view(500)(request)
     from django.views.defaults import server_error as default
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from . import views_fleet, views_fleet_device, views_fleet_transfers
+from . import urls_pki, views_fleet, views_fleet_device, views_fleet_transfers
 
 urlpatterns = [
     path("o/<uuid:organization_id>/devices/", views_fleet.fleet_list, name="list"),
@@ -35,3 +35,4 @@ urlpatterns = [
         name="transfer-decide",
     ),
 ]
+urlpatterns += urls_pki.urlpatterns

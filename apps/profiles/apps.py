@@ -12,3 +12,12 @@ class ProfilesConfig(AppConfig):
         from apps.accounts.portal import NavItem, register
 
         register(NavItem("Profiles", "profiles:list", "profile.view", section="Fleet", position=40))
+        register(
+            NavItem(
+                "Provisioning",
+                "profiles:provisioning",
+                "provisioningtemplate.view",
+                section="Fleet",
+                position=45,
+            )
+        )

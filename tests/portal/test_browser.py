@@ -114,7 +114,10 @@ def test_it_signs_in_with_email_and_password(tree, page):
         "Groups",
         "Transfers",
         "Profiles",
+        "Provisioning",
         "Import devices",
+        "Enrollment",
+        "Certificates",
         "Security",
     ]
     shot("3-dashboard")

@@ -122,7 +122,10 @@ def test_it_shows_navigation_allowed_by_the_role(client, tree, people):
         ("Groups", False),
         ("Transfers", False),
         ("Profiles", False),
+        ("Provisioning", False),
         ("Import devices", False),
+        ("Enrollment", False),
+        ("Certificates", False),
         ("Security", False),
     ]
     client.force_login(people["approver"])
@@ -135,6 +138,9 @@ def test_it_shows_navigation_allowed_by_the_role(client, tree, people):
         "Groups",
         "Transfers",
         "Profiles",
+        "Provisioning",
+        "Enrollment",
+        "Certificates",
         "Security",
     ]
 
