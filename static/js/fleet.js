@@ -51,11 +51,27 @@
       if (message.type === "device.connectivity" && message.connectivity) {
         setConnectivity(holder, message.connectivity);
       }
-      if (message.last_seen_at) { setLastSeen(holder, message.last_seen_at); }
+      // Going offline does not move "last seen" (the message carries the stored time).
+      if (message.last_seen_at && message.connectivity !== "offline") {
+        setLastSeen(holder, message.last_seen_at);
+      }
       holder.classList.remove("is-updated");
       void holder.offsetWidth; // restart the highlight animation
       holder.classList.add("is-updated");
     });
+  }
+
+  function onMessage(message) {
+    if (message.type === "device.state" || message.type === "device.connectivity") {
+      onDevice(message);
+    } else if (message.type === "device.enrolled") {
+      // a device enrolled zero-touch: update its row, or re-read the rows to show a new one
+      if (document.querySelector('[data-device-id="' + message.id + '"]')) {
+        onDevice({ type: "device.state", id: message.id, state: message.state });
+      } else { refreshRows(); }
+    } else if (message.type === "job.progress") {
+      showJob(message);
+    }
   }
 
   function connect(delay) {
@@ -70,11 +86,8 @@
     socket.addEventListener("message", function (event) {
       var message;
       try { message = JSON.parse(event.data); } catch (error) { return; }
-      if (message.type === "device.state" || message.type === "device.connectivity") {
-        onDevice(message);
-      } else if (message.type === "job.progress") {
-        showJob(message);
-      }
+      // A worker coalesces its changes into one {"type": "batch", "messages": [...]} push.
+      (message.type === "batch" ? message.messages || [] : [message]).forEach(onMessage);
     });
     socket.addEventListener("close", function (event) {
       document.body.setAttribute("data-live", "closed");
@@ -185,7 +198,7 @@
     bulk();
     map();
     pollJob();
-    if (document.querySelector("[data-device-id], #fleet-job") && "WebSocket" in window) {
+    if (document.querySelector("[data-device-id], #fleet-job, #fleet-rows") && "WebSocket" in window) {
       connect(1000);
     }
   });
