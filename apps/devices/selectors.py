@@ -30,7 +30,17 @@ AUDITED_EVENTS = (
     "device.transfer_cancelled",
     "device.claimed",
     "device.replaced",
+    "device.enrolled",
 )
+# Credential actions whose timeline line needs no detail.
+CREDENTIAL_SUMMARIES = {
+    "device.certificate_renew": "Certificate renewed",
+    "device.certificate_revoke": "Certificate revoked",
+    "device.credentials_revoke": "Credentials revoked",
+    "device.credentials_revoked": "Credentials revoked",
+    "device.token_create": "Device token created",
+    "device.token_revoke": "Device token revoked",
+}
 
 
 # The profile version's JSON schemas are not shown in device lists: loading them for each row
@@ -212,9 +222,12 @@ def summarize(action: str, changes: dict[str, Any]) -> str:
         return f"Transfer {verb}: {sides}"
     if action == "device.replace":
         return f"Replacement: {changes.get('predecessor')} → {changes.get('successor')}"
-    if action == "device.credentials_revoked":
-        return "Credentials revoked"
-    return action
+    if action == "device.enroll":
+        method = str(changes.get("method", "")).replace("_", " ")
+        return f"Enrolled by {method} ({changes.get('outcome')}, {changes.get('state')})"
+    if action == "device.enroll_refused":
+        return f"Enrollment refused: {changes.get('reason')}"
+    return CREDENTIAL_SUMMARIES.get(action, action)
 
 
 def parse_before(value: str) -> datetime | None:

@@ -122,3 +122,24 @@ def test_the_api_pages_through_a_tie_with_next_before_id(tree, monkeypatch):
     assert [action for _, action in seen[6:]] == ["device.register"]
     assert cursors == [str(entry_id) for entry_id in expected]
     assert body == {"results": [], "next_before": None, "next_before_id": None}
+
+
+@pytest.mark.parametrize(
+    ("action", "changes", "line"),
+    [
+        (
+            "device.enroll",
+            {"method": "claim_token", "outcome": "created", "state": "active"},
+            "Enrolled by claim token (created, active)",
+        ),
+        ("device.enroll_refused", {"reason": "token_expired"}, "Enrollment refused: token_expired"),
+        ("device.certificate_renew", {}, "Certificate renewed"),
+        ("device.certificate_revoke", {"reason": "key_compromise"}, "Certificate revoked"),
+        ("device.token_create", {}, "Device token created"),
+        ("device.something_new", {}, "device.something_new"),
+    ],
+)
+def test_credential_and_enrollment_entries_read_as_one_line(action, changes, line):
+    from apps.devices.selectors import summarize
+
+    assert summarize(action, changes) == line
