@@ -158,6 +158,11 @@
           var replacement = fresh.getElementById(id);
           if (current && replacement) { current.innerHTML = replacement.innerHTML; }
         });
+        var empty = !document.querySelector("#fleet-rows [data-device-id]");
+        var table = document.getElementById("fleet-table");
+        var note = document.getElementById("fleet-empty");
+        if (table) { table.hidden = empty; }
+        if (note) { note.hidden = !empty; }
         var form = document.getElementById("bulk-form");
         if (form) { form.dispatchEvent(new Event("change")); }
         document.body.setAttribute("data-rows-refreshed", "true");
