@@ -52,3 +52,4 @@ bench: services
 	$(PY) bench/scoping.py
 	$(PY) bench/import_copy.py --scale $(or $(SCALE),quick)
 	$(PY) bench/registry.py --scale $(or $(SCALE),quick)
+	$(PY) bench/connectivity.py --scale $(or $(SCALE),quick)
