@@ -94,7 +94,7 @@ def copy_text(rows: int, world: dict[str, object]) -> str:
         out.write(
             f"{uuid7()}\t{now}\t{now}\t{organization}\t{organization}\t{version}\tSN-{i:08d}\t"
             f"Device {i}\tescrow\t{now}\t{{eu,lab}}\t{attributes}\t45.5\t-73.25\t{{}}\t\t"
-            "unknown\t\n"
+            "unknown\t\t{}\n"
         )
     return out.getvalue()
 
@@ -102,7 +102,7 @@ def copy_text(rows: int, world: dict[str, object]) -> str:
 RAW_COLUMNS = (
     "id, created_at, updated_at, organization_id, manufacturer_id, profile_version_id, serial, "
     "name, state, state_changed_at, tags, attributes, latitude, longitude, inventory, "
-    "firmware_version, connectivity, claim_code_hash"
+    "firmware_version, connectivity, claim_code_hash, provisioning"
 )
 
 

@@ -38,10 +38,15 @@ def inspect(path: Path, name: str) -> tuple[str, int]:
     check_utf8(path)
     fmt = file_format(path, name)
     limit, total = max_rows(), 0
-    for _ in _csv_count(path) if fmt == "csv" else read_rows(path, fmt):
-        total += 1
-        if total > limit:
-            raise ImportFileError(f"File has more than {limit} rows.")
+    if fmt == "csv":
+        total = _csv_count(path, limit)
+    else:
+        for _ in read_rows(path, fmt):
+            total += 1
+            if total > limit:
+                break
+    if total > limit:
+        raise ImportFileError(f"File has more than {limit} rows.")
     if total == 0:
         raise ImportFileError("File has no rows.")
     return fmt, total
@@ -108,15 +113,20 @@ def csv_header(path: Path) -> list[str]:
         return [cell.strip() for cell in next(csv.reader(stream), [])]
 
 
-def _csv_count(path: Path) -> Iterator[None]:
-    """One item per CSV row, with the structural checks of ``_csv_rows`` (the rows unbuilt)."""
+def _csv_count(path: Path, limit: int) -> int:
+    """The CSV rows (up to ``limit + 1``), with the structural checks of ``_csv_rows`` (the rows
+    unbuilt)."""
+    total = 0
     with path.open("r", encoding="utf-8-sig", newline="") as stream:
         reader = csv.reader(stream)
         try:
             _csv_header(reader)
             for cells in reader:
                 if cells and cells != [""]:
-                    yield None
+                    total += 1
+                    if total > limit:
+                        return total
+            return total
         except csv.Error as error:
             raise ImportFileError(
                 f"File is not valid CSV (line {reader.line_num}): {error}."

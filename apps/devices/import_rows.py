@@ -13,6 +13,7 @@ Python predicate that only ever answers "valid" for objects jsonschema accepts; 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,6 +37,13 @@ ALLOWED_STATES = (DeviceState.ESCROW, DeviceState.ACTIVE, DeviceState.DISCOVERED
 class Chunk:
     good: list[str] = field(default_factory=list)  # staging rows, as COPY text lines
     rejected: list[tuple[int, str]] = field(default_factory=list)
+    # What the writer needs to check the good rows again should a version change meanwhile:
+    # the versions they were validated against (by ``VersionInfo.key``), the validator that
+    # read them, and the chunk's rows (in file order, numbers consecutive) when the lines do not
+    # hold the attributes as given (cells of ``attr.<name>`` columns merged in and typed).
+    versions: dict[str, VersionInfo] = field(default_factory=dict)
+    validator: Validator | None = None
+    rows: list[Row] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.good) + len(self.rejected)
@@ -80,15 +88,16 @@ def _tags(row: dict[str, Any], errors: list[str]) -> list[str]:
         return []
     if isinstance(value, str):
         value = value.split(";")
-    if not isinstance(value, list) or not all(isinstance(tag, str) for tag in value):
+    elif not isinstance(value, list) or not all(isinstance(tag, str) for tag in value):
         errors.append("tags: must be text separated by ';' (CSV) or a list of strings")
         return []
-    tags = list(dict.fromkeys(tag for tag in map(str.strip, value) if tag))
-    if not tags:
-        return tags
-    if "\x00" in "".join(tags):
+    found = dict.fromkeys([tag.strip() for tag in value])  # in order, once each
+    found.pop("", None)
+    tags = list(found)
+    text = "".join(tags)
+    if "\x00" in text:
         errors.append("tags: must not contain NUL characters")
-    elif max(map(len, tags)) > 64:
+    elif len(text) > 64 and max(map(len, tags)) > 64:
         errors.append("tags: each tag at most 64 characters")
     return tags
 
@@ -105,6 +114,8 @@ def _attributes(
         except ValueError:  # JSONDecodeError included
             errors.append("attributes: not valid JSON")
             return {}, None
+    elif names and isinstance(value, dict):
+        value = dict(value)  # filled in below: the row's own object stays as read
     value = {} if value is None else value
     if not isinstance(value, dict):
         errors.append("attributes: must be a JSON object")
@@ -123,13 +134,16 @@ class VersionInfo:
     id: uuid.UUID
     manufacturer_id: uuid.UUID
     schema: dict[str, Any]
+    label: str = ""  # "<profile slug> v<number>", for the job's log
     validator: Draft202012Validator | None = None
     check: Check | None = None  # the plain-Python fast path, when the schema allows one
     compiled: bool = False
 
     def __post_init__(self) -> None:
-        self.manufacturer_key = str(self.manufacturer_id)  # hashes faster than a UUID
+        self.key = str(self.id)  # hashes faster than a UUID; the staging COPY's text too
+        self.manufacturer_key = str(self.manufacturer_id)
         self.cells = f"{self.manufacturer_id}\t{self.id}"  # as the staging COPY takes them
+        self.fingerprint = schema_fingerprint(self.schema)
 
     def coerce(self, attributes: dict[str, Any], names: list[str]) -> dict[str, Any]:
         """Cells of ``attr.<name>`` CSV columns are text: read the numbers and booleans the
@@ -153,6 +167,12 @@ class VersionInfo:
             return []
         found = sorted(self.validator.iter_errors(attributes), key=lambda e: list(map(str, e.path)))
         return [f"{'.'.join(['attributes', *map(str, e.path)])}: {e.message}" for e in found]
+
+
+def schema_fingerprint(schema: Any) -> str:
+    """The schema as canonical JSON: equal for equal schemas, and ``true`` is not ``1`` here
+    (as it is for ``==`` in Python)."""
+    return json.dumps(schema, sort_keys=True, separators=(",", ":"))
 
 
 def _typed(value: str, wanted: str) -> Any:
@@ -182,7 +202,9 @@ class ProfileIndex:
         self.by_id: dict[str, uuid.UUID] = {}
         self.by_slug: dict[str, uuid.UUID] = {}
         self.manufacturer: dict[uuid.UUID, uuid.UUID] = {}
+        slugs: dict[uuid.UUID, str] = {}
         for profile_id, slug, owner in profiles:
+            slugs[profile_id] = slug
             self.by_id[str(profile_id)] = profile_id
             self.by_slug[slug] = profile_id  # deeper organizations come later and win
             self.manufacturer[profile_id] = owner
@@ -193,8 +215,8 @@ class ProfileIndex:
             "id", "profile_id", "number", "attributes_schema"
         )
         for version_id, profile_id, number, schema in rows:
-            owner = self.manufacturer[profile_id]
-            self.versions[(profile_id, number)] = VersionInfo(version_id, owner, schema)
+            owner, label = self.manufacturer[profile_id], f"{slugs[profile_id]} v{number}"
+            self.versions[(profile_id, number)] = VersionInfo(version_id, owner, schema, label)
             self.latest[profile_id] = max(number, self.latest.get(profile_id, 0))
 
     def resolve(self, values: dict[str, Any], errors: list[str]) -> VersionInfo | None:
@@ -241,16 +263,25 @@ _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\
 
 
 def _array(tags: list[str]) -> str:
-    text = '","'.join(tags)
+    if not tags:
+        return "{}"
+    text = "".join(tags)  # the separator has quotes: look at the tags themselves
     if "\\" in text or '"' in text:
-        text = '","'.join(tag.replace("\\", "\\\\").replace('"', '\\"') for tag in tags)
-    return '{"' + text + '"}' if tags else "{}"
+        tags = [tag.replace("\\", "\\\\").replace('"', '\\"') for tag in tags]
+    return '{"' + '","'.join(tags) + '"}'
 
 
 def _cell(value: str) -> str:
     if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
         return value.translate(_COPY_ESCAPES)
     return value
+
+
+_COPY_UNESCAPES = {"\\\\": "\\", "\\t": "\t", "\\n": "\n", "\\r": "\r"}
+
+
+def _uncell(text: str) -> str:
+    return re.sub(r"\\[\\tnr]", lambda found: _COPY_UNESCAPES[found.group()], text)
 
 
 def _float(value: float | None) -> str:
@@ -291,22 +322,28 @@ class Validator:
         self.attribute_columns = _attribute_names(columns) if columns is not None else None
         self.organization_id = organization.pk
         self.seen: dict[str, set[str]] = {}  # manufacturer -> serials already in the file
+        # Versions as they are now, when the writer found one changed: (key, fingerprint) ->
+        # version. The writing thread's own: the reading thread keeps validating against the
+        # schemas read at the start, and each chunk is checked again before it is written.
+        self.changed: dict[tuple[str, str], VersionInfo] = {}
 
     def chunk(self, rows: list[Row]) -> Chunk:
-        chunk = Chunk()
+        chunk = Chunk(validator=self, rows=[] if self.attribute_columns == [] else rows)
+        good, versions = chunk.good, chunk.versions
         ids = iter(uuid7_hex_batch(2 * len(rows)))
         for row in rows:
-            ok, outcome = self.row(row, ids)
-            if ok:
-                chunk.good.append(outcome)
+            version, outcome = self.row(row, ids)
+            if version is not None:
+                good.append(outcome)
+                versions[version.key] = version
             else:
                 chunk.rejected.append((row.number, outcome))
         return chunk
 
-    def row(self, row: Row, ids: Iterator[str]) -> tuple[bool, str]:
-        """``(True, staging row as a COPY text line)`` or ``(False, "field: reason; ...")``."""
+    def row(self, row: Row, ids: Iterator[str]) -> tuple[VersionInfo | None, str]:
+        """``(version, staging row as a COPY text line)`` or ``(None, "field: reason; ...")``."""
         if row.values is None:
-            return False, row.problem
+            return None, row.problem
         values, errors = row.values, list[str]()
         serial = _text(values, "serial", errors, 128)
         if not serial and not errors:
@@ -323,7 +360,7 @@ class Validator:
             names = _attribute_names(values)
         attributes, text = _attributes(values, names, errors)
         version = self.profiles.resolve(values, errors)
-        if version is not None and not any(e.startswith("attributes") for e in errors):
+        if version is not None and not (errors and any(e[:10] == "attributes" for e in errors)):
             if names:
                 attributes = version.coerce(attributes, names)
             errors += version.errors(attributes)
@@ -331,11 +368,11 @@ class Validator:
         if version is not None and not errors:
             json_text = _json_text(attributes, text, errors)
         if errors:
-            return False, "; ".join(errors)
+            return None, "; ".join(errors)
         assert version is not None  # no error means the profile resolved
         seen = self.seen.setdefault(version.manufacturer_key, set())
         if serial in seen:
-            return False, "serial: appears earlier in this file"
+            return None, "serial: appears earlier in this file"
         seen.add(serial)
         cells = (
             next(ids),
@@ -350,4 +387,56 @@ class Validator:
             _float(latitude),
             _float(longitude),
         )
-        return True, "\t".join(cells) + "\n"
+        return version, "\t".join(cells) + "\n"
+
+    def as_now(self, version: VersionInfo, schema: Any) -> tuple[VersionInfo, bool]:
+        """``version`` with its attributes schema as it is now, and whether that is news."""
+        key = (version.key, schema_fingerprint(schema))
+        if key in self.changed:
+            return self.changed[key], False
+        now = VersionInfo(version.id, version.manufacturer_id, schema, version.label)
+        self.changed[key] = now
+        return now, True
+
+    def recheck(self, chunk: Chunk, current: dict[str, VersionInfo | None]) -> None:
+        """Validate again the attributes of the chunk's good rows whose version is a key of
+        ``current``, against the version as it is now (None: it is gone). Rows that pass keep
+        their line (and ids) with the attributes as read now; the others become rejected rows.
+        A serial stays "seen" either way: a later duplicate in the file is still rejected."""
+        first = chunk.rows[0].number if chunk.rows else 0
+        good: list[str] = []
+        for line in chunk.good:
+            cells = line.split("\t")  # a tab inside a cell is escaped as \t
+            if cells[4] not in current:
+                good.append(line)
+                continue
+            if chunk.rows:
+                row = chunk.rows[int(cells[2]) - first]
+            else:  # the line holds the attributes' JSON text as given
+                row = Row(int(cells[2]), {"attributes": _uncell(cells[9])}, None)
+            version = current[cells[4]]
+            if version is None:
+                label = chunk.versions[cells[4]].label
+                chunk.rejected.append((row.number, f"profile_version: {label} no longer exists"))
+                continue
+            text, problem = self.attributes_as_now(row, version)
+            if problem:
+                chunk.rejected.append((row.number, problem))
+            else:
+                cells[9] = _cell(text)
+                good.append("\t".join(cells))
+        chunk.good = good
+        chunk.rejected.sort()
+
+    def attributes_as_now(self, row: Row, version: VersionInfo) -> tuple[str, str]:
+        """The row's attributes as JSON text for ``version``, or the errors' message."""
+        values, errors = row.values or {}, list[str]()
+        names = self.attribute_columns
+        if names is None:
+            names = _attribute_names(values)
+        attributes, text = _attributes(values, names, errors)
+        if names:
+            attributes = version.coerce(attributes, names)
+        errors += version.errors(attributes)
+        json_text = "" if errors else _json_text(attributes, text, errors)
+        return json_text, "; ".join(errors)

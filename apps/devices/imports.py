@@ -5,7 +5,9 @@ at least one and at most ``DEVICE_IMPORT_MAX_ROWS`` rows): a malformed file fail
 one clear error and writes nothing. Then it is read again in chunks of ``CHUNK_ROWS`` rows; each
 row is validated (required fields, types, a profile the actor may use in the organization, the
 profile version's attributes schema, the allowed initial states) and each chunk commits in one
-transaction: one COPY of its good rows into a temporary staging table, one set-based
+transaction: its profile versions held against in-place edits (its rows validated again should
+a version's schema have changed since: ``import_writes``), one COPY of its good rows into a
+temporary staging table, one set-based
 ``INSERT ... SELECT ... ON CONFLICT (manufacturer_id, serial) DO NOTHING``, one set-based
 ``INSERT ... SELECT`` of one audit row per created device, the rejected rows as job items, one
 ``devices.imported`` event with the chunk's counts, and the job's progress and checkpoint.
@@ -42,7 +44,8 @@ from apps.core.models import Job, JobItem, JobStatus
 
 from .import_files import ImportFileError, Row, csv_header, inspect, max_bytes, read_rows
 from .import_rows import Chunk, Validator
-from .jobs import job_actor, job_create, job_finish, job_log, job_progress
+from .import_writes import hold_versions, insert_devices, tuned_interpreter
+from .jobs import job_actor, job_cancelled, job_create, job_finish, job_log, job_progress
 
 KIND = "devices.import"
 CHUNK_ROWS = 10_000
@@ -102,47 +105,6 @@ def enqueue(job_id: uuid.UUID) -> None:
 
 # --- writing -----------------------------------------------------------------------------------
 
-STAGING = "devices_import_staging"
-STAGING_COLUMNS = (
-    "id, audit_id, row_number, manufacturer_id, profile_version_id, serial, name, state, tags, "
-    "attributes, latitude, longitude"
-)
-CREATE_STAGING = """
-CREATE TEMP TABLE IF NOT EXISTS devices_import_staging (
-    id uuid, audit_id uuid, row_number integer, manufacturer_id uuid, profile_version_id uuid,
-    serial varchar(128), name varchar(200), state varchar(16), tags varchar(64)[],
-    attributes jsonb, latitude double precision, longitude double precision
-)"""
-INSERT_DEVICES = """
-INSERT INTO devices_device (
-    id, created_at, updated_at, organization_id, manufacturer_id, profile_version_id,
-    serial, name, state, state_changed_at, tags, attributes, latitude, longitude,
-    inventory, firmware_version, connectivity, claim_code_hash
-)
-SELECT id, %(now)s, %(now)s, %(organization)s, manufacturer_id, profile_version_id,
-    serial, name, state, %(now)s, tags, attributes, latitude, longitude,
-    '{}'::jsonb, '', 'unknown', ''
-FROM devices_import_staging
-ON CONFLICT (manufacturer_id, serial) DO NOTHING
-"""
-# One audit row per created device. The staging ids are fresh, so the created devices are the
-# staging rows whose id is now in devices_device: every row when nothing conflicted (no join).
-INSERT_AUDIT = """
-INSERT INTO core_auditlog (
-    id, created_at, organization_id, actor_kind, actor_user_id, actor_api_key_id,
-    actor_device_id, actor_label, source, action, object_type, object_id, object_repr,
-    changes, request_id
-)
-SELECT s.audit_id, %(now)s, %(organization)s, %(actor_kind)s, %(user)s, %(api_key)s, NULL,
-    %(label)s, %(source)s, 'device.import', 'devices.device', s.id::text,
-    left(coalesce(nullif(s.name, ''), s.serial), 255),
-    jsonb_build_object('state', jsonb_build_array(NULL, s.state),
-                       'job', jsonb_build_array(NULL, %(job)s::text)),
-    ''
-FROM devices_import_staging s
-"""
-ONLY_CREATED = " WHERE EXISTS (SELECT 1 FROM devices_device d WHERE d.id = s.id)"
-
 
 @dataclass
 class Totals:
@@ -165,9 +127,11 @@ class Totals:
 
 
 def write_chunk(*, job: Job, actor: Actor, chunk: Chunk, totals: Totals) -> None:
-    """One transaction: staging COPY, the set-based insert with its audit rows, the rejected
+    """One transaction: the chunk's profile versions held (its rows validated again if one
+    changed meanwhile), staging COPY, the set-based insert with its audit rows, the rejected
     rows, one event, the progress and the checkpoint."""
     with transaction.atomic():
+        hold_versions(job=job, chunk=chunk)
         created = insert_devices(job=job, actor=actor, rows=chunk.good)
         JobItem.objects.bulk_create(
             [JobItem(job=job, key=str(n), ok=False, message=m) for n, m in chunk.rejected]
@@ -196,38 +160,6 @@ def write_chunk(*, job: Job, actor: Actor, chunk: Chunk, totals: Totals) -> None
         )
 
 
-def insert_devices(*, job: Job, actor: Actor, rows: list[str]) -> int:
-    """COPY ``rows`` (COPY text lines) into the staging table and insert the new devices;
-    returns how many were created."""
-    if not rows:
-        return 0
-    with connection.cursor() as cursor:
-        cursor.execute(CREATE_STAGING)
-        cursor.execute(f"TRUNCATE {STAGING}")
-        cursor.execute("SET LOCAL work_mem = '64MB'")  # the audit join hashes in memory
-        # A chunk commits with its checkpoint: if a crash loses the last commits, the resumed
-        # run redoes exactly those chunks, so the WAL flush need not wait for the disk.
-        cursor.execute("SET LOCAL synchronous_commit = off")
-        with cursor.cursor.copy(f"COPY {STAGING} ({STAGING_COLUMNS}) FROM STDIN") as copy:
-            copy.write("".join(rows))
-        values: dict[str, Any] = {
-            "now": timezone.now(),
-            "organization": job.organization_id,
-            "actor_kind": str(actor.kind),
-            "user": actor.user_id,
-            "api_key": actor.api_key_id,
-            "label": actor.label[:255],
-            "source": actor.source,
-            "job": str(job.pk),
-        }
-        cursor.execute(INSERT_DEVICES, values)
-        created = int(cursor.rowcount)
-        if created:
-            audit_sql = INSERT_AUDIT if created == len(rows) else INSERT_AUDIT + ONLY_CREATED
-            cursor.execute(audit_sql, values)
-        return created
-
-
 # --- running -----------------------------------------------------------------------------------
 
 
@@ -242,7 +174,8 @@ def import_run(*, job_id: uuid.UUID) -> Job:
         if not cursor.fetchone()[0]:  # another worker is running it right now
             return job
     try:
-        _run(job)
+        with tuned_interpreter():  # GIL hand-over and garbage collection for a bulk run
+            _run(job)
     finally:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", [str(job.pk)])
@@ -262,20 +195,35 @@ def _run(job: Job) -> None:
         _fail(job, str(error))
         return
     done = Totals(**{k: v for k, v in job.result.items() if k in Totals.__dataclass_fields__})
-    Job.objects.filter(pk=job.pk).update(
-        total=total, status=JobStatus.RUNNING, started_at=job.started_at or timezone.now()
+    started = (
+        Job.objects.filter(pk=job.pk)
+        .exclude(status=JobStatus.CANCELLED)  # cancelled since it was read: it never starts
+        .update(total=total, status=JobStatus.RUNNING, started_at=job.started_at or timezone.now())
     )
     job.total = total
-    _log_columns(job, path, fmt)
-    _process(job, actor, path, fmt, done)
+    cancelled = not started
+    if started:
+        _log_columns(job, path, fmt)
+        cancelled = _process(job, actor, path, fmt, done)
     status = JobStatus.PARTIAL if done.rejected else JobStatus.SUCCEEDED
     with transaction.atomic():
-        job_log(job.pk, f"Done: {done.created} created, {done.unchanged} unchanged, "
-                        f"{done.rejected} rejected.")  # fmt: skip
-        job_finish(job.pk, status=status, result=done.as_result())
+        job_log(job.pk, *_outcome(done, total, cancelled))
+        job_finish(job.pk, status=status, result=done.as_result())  # a cancelled job stays so
 
 
-def _process(job: Job, actor: Actor, path: Path, fmt: str, done: Totals) -> None:
+def _outcome(done: Totals, total: int, cancelled: bool) -> tuple[str, str]:
+    """The last log line and its level: the counts, and where a cancelled run stopped."""
+    counts = f"{done.created} created, {done.unchanged} unchanged, {done.rejected} rejected"
+    if not cancelled:
+        return f"Done: {counts}.", "info"
+    chunks = -(-total // CHUNK_ROWS)
+    where = f"Stopped after chunk {done.chunks} of {chunks} ({done.processed} of {total} rows)"
+    return f"{where}: {counts}.", "warning"
+
+
+def _process(job: Job, actor: Actor, path: Path, fmt: str, done: Totals) -> bool:
+    """Write the chunks not committed yet; True when the job was cancelled before one of them
+    (checked before each chunk: one query)."""
     columns = csv_header(path) if fmt == "csv" else None
     validator = Validator(actor=actor, organization=job.organization, columns=columns)
     # Chunks already committed by an earlier run are validated again (so the serials seen
@@ -283,9 +231,11 @@ def _process(job: Job, actor: Actor, path: Path, fmt: str, done: Totals) -> None
     pending = (chunk for index, chunk in _chunks(validator, path, fmt) if index > done.chunks)
     if connection.in_atomic_block:  # inside the caller's transaction: its one connection
         for chunk in pending:
+            if job_cancelled(job.pk):
+                return True
             write_chunk(job=job, actor=actor, chunk=chunk, totals=done)
-        return
-    _write_in_background(job, actor, pending, done)
+        return False
+    return _write_in_background(job, actor, pending, done)
 
 
 def _chunks(validator: Validator, path: Path, fmt: str) -> Iterator[tuple[int, Chunk]]:
@@ -301,18 +251,23 @@ def _chunks(validator: Validator, path: Path, fmt: str) -> Iterator[tuple[int, C
         yield index + 1, validator.chunk(batch)
 
 
-def _write_in_background(job: Job, actor: Actor, chunks: Iterator[Chunk], done: Totals) -> None:
+def _write_in_background(job: Job, actor: Actor, chunks: Iterator[Chunk], done: Totals) -> bool:
     """Parsing and validating (Python, this thread) overlap the writes of the previous chunk
-    (PostgreSQL, through a writer thread with its own connection), in order, one at a time."""
+    (PostgreSQL, through a writer thread with its own connection), in order, one at a time.
+    True when the writer found the job cancelled before a chunk (it then writes no more)."""
     queue: Queue[Chunk | None] = Queue(maxsize=2)
     failures: list[BaseException] = []
+    cancelled: list[bool] = []
 
     def writer() -> None:
         try:
             while (chunk := queue.get()) is not None:
-                if failures:
+                if failures or cancelled:
                     continue  # keep draining so the reader never blocks
                 try:
+                    if job_cancelled(job.pk):
+                        cancelled.append(True)
+                        continue
                     write_chunk(job=job, actor=actor, chunk=chunk, totals=done)
                 except BaseException as error:  # re-raised in the reading thread
                     failures.append(error)
@@ -323,7 +278,7 @@ def _write_in_background(job: Job, actor: Actor, chunks: Iterator[Chunk], done: 
     thread.start()
     try:
         for chunk in chunks:
-            if failures:
+            if failures or cancelled:
                 break
             queue.put(chunk)
     finally:
@@ -331,6 +286,7 @@ def _write_in_background(job: Job, actor: Actor, chunks: Iterator[Chunk], done: 
         thread.join()
     if failures:
         raise failures[0]
+    return bool(cancelled)
 
 
 def _log_columns(job: Job, path: Path, fmt: str) -> None:
