@@ -90,6 +90,9 @@ class Command(BaseCommand):
         if not token_file.exists():
             return False
         prefix = tokens.parse_prefix(token_file.read_text().strip(), "claim")
-        return prefix is not None and ClaimToken.objects.filter(
-            policy=policy, prefix=prefix, revoked_at=None, expires_at__gt=timezone.now()
-        ).exists()
+        return (
+            prefix is not None
+            and ClaimToken.objects.filter(
+                policy=policy, prefix=prefix, revoked_at=None, expires_at__gt=timezone.now()
+            ).exists()
+        )
