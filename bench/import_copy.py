@@ -7,8 +7,9 @@ then, in the same run and with ``devices_device`` truncated between runs:
   format (ids, timestamps and every NOT NULL column filled in): the floor of any import;
 - *import*: the real code path (``apps.devices.imports.import_run``): the file is checked whole,
   parsed, every row validated against its profile version's JSON Schema, and each chunk written
-  with a staging COPY, the set-based ``INSERT ... ON CONFLICT DO NOTHING``, one audit row per
-  device, job items, one event and the job's progress.
+  with its profile versions held (and their schemas read again), a staging COPY, the set-based
+  ``INSERT ... ON CONFLICT DO NOTHING``, one audit row per device, job items, one event and the
+  job's progress.
 
 Prints rows/s of both and the ratio import / raw (goal >= 0.5). Best of two rounds each.
 

@@ -11,6 +11,8 @@ either committed before (it is read now) or waits for this chunk's commit (and t
 version in use, so it makes a new version instead). A schema that changed since the rows were
 validated has the chunk's rows of that version validated again against it: the rows that still
 pass are written with it, the others are rejected with the message a fresh upload would give.
+
+Also here: the interpreter settings a run uses (``tuned_interpreter``).
 """
 
 from __future__ import annotations
@@ -75,8 +77,8 @@ ON CONFLICT (manufacturer_id, serial) DO NOTHING
 # One audit row per created device. The staging ids are fresh, so the created devices are the
 # staging rows whose id is now in devices_device: every row when nothing conflicted (no join).
 # Its changes ({"state": [null, <state>], "job": [null, <job>]}) are one constant per initial
-# state, made once per chunk: building the object row by row cost PostgreSQL a quarter of a
-# second per 100,000 rows.
+# state (the CASE names import_rows.ALLOWED_STATES), made once per chunk: building the object
+# row by row cost PostgreSQL a quarter of a second per 100,000 rows.
 INSERT_AUDIT = """
 INSERT INTO core_auditlog (
     id, created_at, organization_id, actor_kind, actor_user_id, actor_api_key_id,
@@ -105,6 +107,10 @@ def insert_devices(*, job: Job, actor: Actor, rows: list[str]) -> int:
             cursor.execute(EMPTY_STAGING)
         with cursor.cursor.copy(f"COPY {STAGING} ({STAGING_COLUMNS}) FROM STDIN") as copy:
             copy.write("".join(rows))
+        changes = {
+            str(state): json.dumps({"state": [None, state], "job": [None, str(job.pk)]})
+            for state in ALLOWED_STATES
+        }
         values: dict[str, Any] = {
             "now": timezone.now(),
             "organization": job.organization_id,
@@ -113,9 +119,8 @@ def insert_devices(*, job: Job, actor: Actor, rows: list[str]) -> int:
             "api_key": actor.api_key_id,
             "label": actor.label[:255],
             "source": actor.source,
-            **{state: json.dumps({"state": [None, state], "job": [None, str(job.pk)]})
-               for state in ALLOWED_STATES},
-        }  # fmt: skip
+            **changes,
+        }
         cursor.execute(INSERT_DEVICES, values)
         created = int(cursor.rowcount)
         if created:

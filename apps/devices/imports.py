@@ -7,10 +7,10 @@ row is validated (required fields, types, a profile the actor may use in the org
 profile version's attributes schema, the allowed initial states) and each chunk commits in one
 transaction: its profile versions held against in-place edits (its rows validated again should
 a version's schema have changed since: ``import_writes``), one COPY of its good rows into a
-temporary staging table, one set-based
-``INSERT ... SELECT ... ON CONFLICT (manufacturer_id, serial) DO NOTHING``, one set-based
-``INSERT ... SELECT`` of one audit row per created device, the rejected rows as job items, one
-``devices.imported`` event with the chunk's counts, and the job's progress and checkpoint.
+temporary staging table, one set-based ``INSERT ... SELECT ... ON CONFLICT (manufacturer_id,
+serial) DO NOTHING``, one set-based ``INSERT ... SELECT`` of one audit row per created device,
+the rejected rows as job items, one ``devices.imported`` event with the chunk's counts, and the
+job's progress and checkpoint.
 
 Idempotency: the serial number is the key within a manufacturer. A row whose device already
 exists is counted as *unchanged* and the existing device is left exactly as it is (never
