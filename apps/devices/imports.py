@@ -167,6 +167,8 @@ def import_run(*, job_id: uuid.UUID) -> Job:
     """Run (or resume) an import job. Idempotent: a finished job is left alone, an interrupted
     one continues after its last committed chunk."""
     job = Job.objects.select_related("organization").get(pk=job_id, kind=KIND)
+    if job.status == JobStatus.CANCELLED and job.finished_at is None:
+        return _close_cancelled(job)  # cancelled while its runner was gone: record where
     if job.status in (JobStatus.SUCCEEDED, JobStatus.PARTIAL, JobStatus.CANCELLED):
         return job
     with connection.cursor() as cursor:
@@ -209,6 +211,17 @@ def _run(job: Job) -> None:
     with transaction.atomic():
         job_log(job.pk, *_outcome(done, total, cancelled))
         job_finish(job.pk, status=status, result=done.as_result())  # a cancelled job stays so
+
+
+def _close_cancelled(job: Job) -> Job:
+    """A job cancelled while no runner held it (a worker lost mid-run): it writes nothing more;
+    its last checkpoint's counts become its result and ``finished_at`` is set."""
+    done = Totals(**{k: v for k, v in job.result.items() if k in Totals.__dataclass_fields__})
+    with transaction.atomic():
+        job_log(job.pk, *_outcome(done, job.total, cancelled=True))
+        job_finish(job.pk, status=JobStatus.CANCELLED, result=done.as_result())
+    job.refresh_from_db()
+    return job
 
 
 def _outcome(done: Totals, total: int, cancelled: bool) -> tuple[str, str]:

@@ -191,6 +191,32 @@ def test_a_running_job_cancelled_while_no_worker_runs_it_is_closed_by_the_next_r
     ]
 
 
+def test_an_import_cancelled_while_no_worker_runs_it_is_closed_by_the_next_run(tree):
+    make_catalog(tree)
+    owner = actor(make_member(tree["acme"], Role.OWNER))
+    job = imports.import_start(actor=owner, organization=tree["acme"], upload=upload(generate(3)))
+    checkpoint = {"chunks": 1, "created": 2, "unchanged": 0, "rejected": 1}
+    Job.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING, total=3, result=checkpoint)
+    cancelled = jobs.job_cancel(actor=owner, job=job)
+    assert (cancelled.status, cancelled.finished_at) == ("cancelled", None)  # still stopping
+
+    ran = imports.import_run(job_id=job.pk)
+
+    assert ran.status == "cancelled"
+    assert ran.finished_at is not None
+    assert (ran.result["created"], ran.result["rejected"], ran.result["chunks"]) == (2, 1, 1)
+    assert Device.objects.count() == 0  # nothing written after the cancel
+    assert lines(job)[-1] == (
+        "warning",
+        "Stopped after chunk 1 of 1 (3 of 3 rows): 2 created, 0 unchanged, 1 rejected.",
+    )
+    again = imports.import_run(job_id=job.pk)
+    assert (again.finished_at, JobLine.objects.filter(job=job).count()) == (
+        ran.finished_at,
+        len(lines(job)),
+    )
+
+
 def _lock_waiters() -> int:
     with connections["default"].cursor() as cursor:
         cursor.execute(
