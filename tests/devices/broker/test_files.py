@@ -288,6 +288,7 @@ def test_broker_config_reads_the_ports_and_the_platform_account_from_settings(
 ) -> None:
     settings.MQTT_URL = "mqtt://svc%40fleet:p%3Ass@127.0.0.1:21883"
     settings.MQTT_DEVICE_PORT, settings.MQTT_TOKEN_PORT = 28883, 28884
+    settings.MQTT_BROKER_PIDFILE = ""  # none configured: the pid file goes beside the config
     call_command("broker_config", directory=str(tmp_path / "b"), stdout=io.StringIO())
 
     lines = settings_lines(tmp_path / "b" / "mosquitto.conf")
