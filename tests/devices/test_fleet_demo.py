@@ -58,6 +58,14 @@ def test_the_connectivity_demo_sets_up_zero_touch_once(tmp_path, capsys):
         "activate",
         "courier-robot",
     )
+    from apps.devices.models import CertificateAuthority
+
+    assert (
+        CertificateAuthority.objects.filter(
+            organization=policy.target_organization, kind="intermediate"
+        ).count()
+        == 1
+    )
     template = ProvisioningTemplate.objects.get()
     assert (template.profile.slug, template.heartbeat_interval_seconds) == ("courier-robot", 30)
     token = token_file.read_text().strip()

@@ -25,6 +25,7 @@ from apps.core.actors import system_actor
 from apps.devices.choices import EnrollmentMethod, FirstContact
 from apps.devices.enrollment_policies import claim_token_create, policy_create
 from apps.devices.models import ClaimToken, EnrollmentPolicy
+from apps.devices.pki import authorities
 from apps.profiles.models import DeviceProfile, ProvisioningTemplate
 from apps.profiles.provisioning import template_create
 
@@ -69,6 +70,9 @@ class Command(BaseCommand):
                 profile=profile,
                 first_contact=FirstContact.ACTIVATE,
             )
+        # The customer's CA exists before its first device, so broker-sync has put its CRL in the
+        # broker by the time the simulator's devices connect (no refused first connections).
+        authorities.intermediate(customer)
         token_file: Path = options["token_file"]
         if self._live_token(token_file, policy):
             self.stdout.write(f"Claim token kept in {token_file}.")
