@@ -24,8 +24,8 @@ from . import enrollment_guard as guard
 from . import provisioning
 from .choices import CertificateKind, CredentialStatus
 from .enrollment_guard import Refused
-from .models import CertificateAuthority, Device, DeviceCertificate, DeviceToken
-from .pki import certs, issuance, revocation
+from .models import Device, DeviceCertificate, DeviceToken
+from .pki import authorities, certs, issuance, revocation
 from .pki import services as credential_services
 from .services import broadcast, device_payload
 
@@ -122,23 +122,8 @@ def _public_der(public_key: Any) -> bytes:
 
 def supersede_credentials(device: Device) -> None:
     """A re-enrolled (wiped) device: its old operational certificates and tokens are revoked,
-    reason ``superseded`` (set-based), and the broker is told."""
-    now = timezone.now()
-    revoked = (
-        DeviceCertificate.objects.filter(device=device, kind=CertificateKind.OPERATIONAL)
-        .exclude(status=CredentialStatus.REVOKED)
-        .update(
-            status=CredentialStatus.REVOKED,
-            revoked_at=now,
-            revocation_reason=SUPERSEDED,
-            updated_at=now,
-        )
-    )
-    revoked += DeviceToken.objects.filter(device=device, revoked_at=None).update(
-        revoked_at=now, updated_at=now
-    )
-    if revoked:
-        revocation.bump_broker_state()
+    reason ``superseded`` (set-based); its factory certificate stays (it is its identity)."""
+    revocation.revoke_for_devices([device.pk], SUPERSEDED, kinds=[CertificateKind.OPERATIONAL])
 
 
 def credentials(flow: Enrollment, device: Device) -> tuple[DeviceCertificate | None, str, str]:
@@ -154,12 +139,7 @@ def credentials(flow: Enrollment, device: Device) -> tuple[DeviceCertificate | N
 
 def chain_for(certificate: DeviceCertificate) -> str:
     """The certificate, then its issuer's chain up to the root."""
-    parts = [certificate.certificate_pem]
-    authority: CertificateAuthority | None = certificate.issuer
-    while authority is not None:
-        parts.append(authority.certificate_pem)
-        authority = authority.parent
-    return "".join(parts)
+    return certificate.certificate_pem + authorities.chain_pem(certificate.issuer)
 
 
 # --- the factory certificate -------------------------------------------------------------------

@@ -40,12 +40,16 @@ class Signer:
 
     def chain_pem(self) -> str:
         """This CA's certificate and its parents', up to and including the root."""
-        parts = [self.authority.certificate_pem]
-        parent = self.authority.parent
-        while parent is not None:
-            parts.append(parent.certificate_pem)
-            parent = parent.parent
-        return "".join(parts)
+        return chain_pem(self.authority)
+
+
+def chain_pem(authority: CertificateAuthority | None) -> str:
+    """``authority``'s certificate and its parents', up to and including the root."""
+    parts: list[str] = []
+    while authority is not None:
+        parts.append(authority.certificate_pem)
+        authority = authority.parent
+    return "".join(parts)
 
 
 def signer(authority: CertificateAuthority) -> Signer:

@@ -26,14 +26,18 @@ def bump_broker_state() -> None:
         BrokerState.objects.get_or_create(pk=1, defaults={"version": 1})
 
 
-def revoke_for_devices(device_ids: Iterable[uuid.UUID], reason: str) -> tuple[int, int]:
-    """Revoke every live certificate and token of ``device_ids`` (set-based: two UPDATEs).
-    Returns (certificates, tokens) revoked."""
+def revoke_for_devices(
+    device_ids: Iterable[uuid.UUID], reason: str, *, kinds: Iterable[str] | None = None
+) -> tuple[int, int]:
+    """Revoke every live certificate (of ``kinds``, every kind when None) and token of
+    ``device_ids`` (set-based: two UPDATEs). Returns (certificates, tokens) revoked."""
     ids = list(device_ids)
     now = timezone.now()
     certificates = DeviceCertificate.objects.filter(device_id__in=ids).exclude(
         status=CredentialStatus.REVOKED
     )
+    if kinds is not None:
+        certificates = certificates.filter(kind__in=list(kinds))
     revoked = certificates.update(
         status=CredentialStatus.REVOKED, revoked_at=now, revocation_reason=reason, updated_at=now
     )
