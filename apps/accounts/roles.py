@@ -48,6 +48,7 @@ FLEET = (
     "certificateauthority",
     "enrollmentpolicy",
     "provisioningtemplate",
+    "notificationchannel",
 )
 
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
@@ -73,8 +74,9 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
         | _crud("artifact")
         | _crud("alert")
         | _crud("alertrule")
+        | _crud("notificationchannel")
         | _view("telemetry")
-        | {"telemetry.export"}
+        | {"telemetry.export", "telemetry.replay"}
         | _crud("integration")
         | _crud("secret")
         | _crud("billing")
@@ -101,7 +103,8 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
         | _crud("artifact")
         | _crud("alert")
         | _crud("alertrule")
-        | {"telemetry.export"}
+        | _crud("notificationchannel")
+        | {"telemetry.export", "telemetry.replay"}
         | _crud("integration")
         | _crud("secret")
         | {"billing.view", "membership.view"}
@@ -123,7 +126,7 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
         | {"deployment.add", "deployment.change"}
         | {"artifact.add"}
         | {"alert.change", "alertrule.add", "alertrule.change"}
-        | {"telemetry.export"}
+        | {"telemetry.export", "telemetry.replay"}
     ),
     Role.APPROVER: frozenset(
         _view(*FLEET) | {"membership.view", "changerequest.approve", "auditlog.view"}

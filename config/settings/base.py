@@ -97,6 +97,7 @@ INSTALLED_APPS = [
     "apps.accounts",
     "apps.profiles",
     "apps.devices",
+    "apps.telemetry",
 ]
 
 MIDDLEWARE = [

@@ -20,18 +20,19 @@ PERMISSIONS = [
     "event.redeliver", "device.view", "device.add", "device.transition", "command.execute",
     "changerequest.approve", "deployment.add", "secret.change", "billing.view",
     "billing.change", "credential.view", "credential.delete", "certificateauthority.add",
-    "enrollmentpolicy.add",
+    "enrollmentpolicy.add", "notificationchannel.view", "notificationchannel.add",
+    "telemetry.replay",
 ]
 # One column per entry of PERMISSIONS, in order: x = granted, . = not granted.
-#                org      mem ak audit ev  device    cmd cr dep sec bill cred ca ep
+#                org      mem ak audit ev  device    cmd cr dep sec bill cred ca ep  nc  rp
 TABLE = {
-    "owner":      "x x x x  x x  x  x x   x   x x x   x   x  x   x   x x  x x x x",
-    "admin":      "x x . x  x x  x  x x   x   x x x   x   x  x   x   x .  x x x x",
-    "operator":   "x . . .  x .  .  . .   .   x x x   x   .  x   .   . .  x x . .",
-    "approver":   "x . . .  x .  .  x .   .   x . .   .   x  .   .   . .  x . . .",
-    "technician": "x . . .  . .  .  . .   .   x . x   .   .  .   .   . .  x . . .",
-    "viewer":     "x . . .  . .  .  . .   .   x . .   .   .  .   .   . .  x . . .",
-    "billing":    "x . . .  . .  .  . .   .   . . .   .   .  .   .   x x  . . . .",
+    "owner":      "x x x x  x x  x  x x   x   x x x   x   x  x   x   x x  x x x x x x  x",
+    "admin":      "x x . x  x x  x  x x   x   x x x   x   x  x   x   x .  x x x x x x  x",
+    "operator":   "x . . .  x .  .  . .   .   x x x   x   .  x   .   . .  x x . . x .  x",
+    "approver":   "x . . .  x .  .  x .   .   x . .   .   x  .   .   . .  x . . . x .  .",
+    "technician": "x . . .  . .  .  . .   .   x . x   .   .  .   .   . .  x . . . x .  .",
+    "viewer":     "x . . .  . .  .  . .   .   x . .   .   .  .   .   . .  x . . . x .  .",
+    "billing":    "x . . .  . .  .  . .   .   . . .   .   .  .   .   x x  . . . . . .  .",
 }
 # Rows: the granter's role; columns: the role granted, in the order of ROLES.
 GRANTS = {
