@@ -267,24 +267,33 @@ def start_redis(state: dict[str, str]) -> None:
 # --- Mosquitto -------------------------------------------------------------------------------
 
 
+# The broker, and the headers its ACL plugin is compiled against (apps/devices/broker.py).
+MOSQUITTO_PACKAGES = ("mosquitto", "mosquitto-dev")
+PLUGIN_HEADER = Path("/usr/include/mosquitto_plugin.h")
+
+
 def mosquitto_binary() -> str:
     found = shutil.which("mosquitto") or (
         "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
     )
-    if found:
+    if found and PLUGIN_HEADER.exists():
         return found
     if os.geteuid() != 0:
-        raise SystemExit("mosquitto is not installed; run: sudo apt-get install -y mosquitto")
+        if found:  # the broker runs; only its refusals go unreported (broker.build_plugin)
+            return found
+        raise SystemExit(
+            "mosquitto is not installed; run: sudo apt-get install -y mosquitto mosquitto-dev"
+        )
     print("installing mosquitto from the OS packages...", flush=True)
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
     subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "mosquitto"],
+        ["apt-get", "install", "-y", "-qq", *MOSQUITTO_PACKAGES],
         check=True,
         env=env,
         stdout=subprocess.DEVNULL,
     )
-    return "/usr/sbin/mosquitto"
+    return found or "/usr/sbin/mosquitto"
 
 
 def reserve_broker(state: dict[str, str]) -> None:

@@ -94,6 +94,7 @@ class Tally:
     received: int = 0
     malformed: int = 0
     changed: int = 0
+    refusals: int = 0  # broker refusal reports stored (apps/devices/refusals.py)
 
     @property
     def ignored(self) -> int:

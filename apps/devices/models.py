@@ -232,3 +232,6 @@ __all__ += [
 from .models_uplink import UplinkKind, UplinkMessage  # noqa: E402
 
 __all__ += ["UplinkKind", "UplinkMessage"]
+from .models_refusals import BrokerRefusal, RefusalReason  # noqa: E402
+
+__all__ += ["BrokerRefusal", "RefusalReason"]

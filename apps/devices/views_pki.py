@@ -16,6 +16,7 @@ from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
+from django.db.models import Sum
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -26,13 +27,14 @@ from apps.accounts.portal import organization_for, require_perm
 from apps.core.scoping import organization_ids_under
 
 from .choices import AuthorityKind
-from .models import Device
+from .models import BrokerRefusal, Device, RefusalReason
 from .models_pki import CertificateAuthority, DeviceCertificate, DeviceToken
 from .pki import audit, external, services
 from .views_fleet import actor_of
 from .views_fleet_device import _device_for
 
 FINDINGS_SHOWN = 100  # per kind
+REFUSALS_SHOWN = 50
 CREDENTIALS_SHOWN = 50
 TOKEN_SESSION_KEY = "device_token_{}"
 REASON_CHOICES = [
@@ -126,8 +128,24 @@ def _certificates_page(
         "can_register": actor.has_perm("certificateauthority.add", organization.path),
         "can_revoke": actor.has_perm("certificateauthority.delete", organization.path),
         "form": form,
+        **_refusals(actor, organization),
     }
     return render(request, "devices/pki/certificates.html", context, status=status)
+
+
+def _refusals(actor: Any, organization: Organization) -> dict[str, Any]:
+    """The last day's broker refusals of the organization's devices (subtree), newest first,
+    and their totals per reason."""
+    rows = BrokerRefusal.objects.for_actor(actor, "view").filter(
+        organization__path__startswith=organization.path,
+        received_at__gte=timezone.now() - dt.timedelta(days=1),
+    )
+    totals = rows.order_by().values_list("reason").annotate(total=Sum("count"))
+    labels = dict(RefusalReason.choices)
+    return {
+        "refusals": list(rows.select_related("device")[:REFUSALS_SHOWN]),
+        "refusal_totals": sorted((labels[reason], total) for reason, total in totals),
+    }
 
 
 @login_required

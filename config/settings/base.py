@@ -64,6 +64,9 @@ MQTT_MAX_MESSAGE_BYTES = env.int("MQTT_MAX_MESSAGE_BYTES", default=262_144)
 # The reverse proxy's verified client certificate (nginx: $ssl_client_escaped_cert), trusted
 # only from these addresses (deploy/nginx/fleetops.conf).
 DEVICE_CERT_HEADER = env.str("DEVICE_CERT_HEADER", default="X-SSL-Client-Cert")
+# The device listeners' ACL as a Mosquitto plugin that reports what it refuses (built at
+# broker_config; off or unbuildable: the same ACL as a pattern file, refusals unreported).
+MQTT_ACL_PLUGIN = env.bool("MQTT_ACL_PLUGIN", default=True)
 DEVICE_TRUSTED_PROXIES = env.list("DEVICE_TRUSTED_PROXIES", default=["127.0.0.1", "::1"])
 ENROLL_RATE_PER_SOURCE = env.int("ENROLL_RATE_PER_SOURCE", default=120)  # per minute
 ENROLL_RATE_PER_TOKEN = env.int("ENROLL_RATE_PER_TOKEN", default=600)  # per minute

@@ -22,9 +22,9 @@ import pytest
 from django.db import connection
 from paho.mqtt.enums import MQTTProtocolVersion
 
-from apps.core.models import Event
+from apps.core.models import AuditLog, Event
 from apps.devices.choices import DeviceState
-from apps.devices.models import Device
+from apps.devices.models import BrokerRefusal, Device
 from tests.broker_support import (
     MqttBroker,
     MqttSession,
@@ -325,3 +325,26 @@ def test_it_reconnects_after_a_broker_restart(mqtt_broker, devices, start_worker
     assert worker.stop() == 0
     assert "reconnecting: connection lost" in worker.text()
     assert "connected (session present: True)" in worker.text()  # the broker kept it on disk
+
+
+def test_the_worker_stores_and_audits_what_the_broker_refused(
+    mqtt_broker, platform, devices, start_worker
+):
+    victim, intruder = devices[0], devices[1]
+    token = create_token(intruder)
+    mqtt_broker.sync()
+    worker = start_worker()
+    session = connect_token(mqtt_broker, str(intruder.pk), token)
+    session.publish(f"devices/{victim.pk}/telemetry", b"sneaky")
+
+    def refused() -> list[tuple[Any, ...]]:
+        return list(BrokerRefusal.objects.values_list("device_id", "reason", "count", "topic"))
+
+    wait_for(refused, [(intruder.pk, "acl_publish", 1, f"devices/{victim.pk}/telemetry")])
+    audit = AuditLog.objects.filter(action="broker.refused")
+    assert list(audit.values_list("actor_device_id", "organization_id", "changes__reason")) == [
+        (intruder.pk, intruder.organization_id, "acl_publish")
+    ]
+    session.close()
+    assert worker.stop() == 0
+    assert "; 1 refusal(s)" in worker.text()

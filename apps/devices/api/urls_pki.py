@@ -10,8 +10,10 @@ from .pki import (
     DeviceCredentialsViewSet,
     DeviceTokenViewSet,
 )
+from .refusals import BrokerRefusalViewSet
 
 router = SimpleRouter(trailing_slash=True)
+router.register("broker-refusals", BrokerRefusalViewSet, basename="brokerrefusal")
 router.register(
     "certificate-authorities", CertificateAuthorityViewSet, basename="certificateauthority"
 )

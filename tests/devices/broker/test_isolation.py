@@ -2,9 +2,10 @@
 and real TLS: a device reads and writes only ``devices/<its id>/...``, whatever it subscribes to,
 and cannot take over another device's session. A and B use certificates, T a token.
 
-Mosquitto acknowledges a forbidden publish (MQTT 3.1.1 has no refusal code) and grants a
-forbidden subscription: only the delivery is filtered. So every test proves "nothing delivered"
-with a control message sent after the forbidden ones: a broker delivers one session's messages
+Mosquitto acknowledges a forbidden publish (MQTT 3.1.1 has no refusal code). A subscription
+outside the device's own subtree is refused in the SUBACK; one inside it is granted, and each
+delivery is filtered. So every test proves "nothing delivered" with a control message sent
+after the forbidden ones: a broker delivers one session's messages
 in order, so when the control message is the first thing that arrives, nothing came before it."""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from tests.broker_support import Received
 from .conftest import DEVICE_PUBLISHES, DEVICE_RECEIVES, Fleet
 
 GRANTED_QOS1 = [1]
+SUBSCRIBE_REFUSED = [128]  # MQTT 3.1.1 SUBACK failure (0x80)
 
 
 @pytest.mark.parametrize("intruder", ["b", "t"])
@@ -64,8 +66,11 @@ def test_a_device_receives_nothing_of_another_devices_topics_wildcards_included(
         "+/+/+",
         "#",
     ]
-    # Every SUBACK grants QoS 1: Mosquitto filters at delivery, not at subscription.
-    assert [sneaky.subscribe(topic) for topic in filters] == [GRANTED_QOS1] * len(filters)
+    # Every filter reaching outside the intruder's own subtree is refused in its SUBACK (the
+    # ACL plugin; docs/device-protocol.md), and reported (test_refusal_reports.py).
+    assert [sneaky.subscribe(topic) for topic in filters] == [SUBSCRIBE_REFUSED] * len(filters)
+    # its own desired configuration carries the control message below
+    assert sneaky.subscribe(fleet.topic(intruder, "config/desired")) == GRANTED_QOS1
 
     victim = fleet.device("a")
     victim.publish(fleet.topic("a", "telemetry"), b"a-telemetry")

@@ -32,12 +32,17 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from apps.devices import refusals
 from apps.devices.connectivity import StatusUpdate, Tally, connectivity_apply
 
 logger = logging.getLogger("apps.devices.connectivity")
 
 CLIENT_ID = "fleetops-connectivity"
 SUBSCRIPTION = "$share/connectivity/devices/+/status"
+# What the broker refused (apps/devices/refusals.py): the ACL plugin's reports, shared like the
+# statuses, and the broker's log, which Mosquitto publishes to every subscriber ($SYS topics
+# cannot be shared): each line is stored once whichever worker reads it.
+REFUSAL_SUBSCRIPTIONS = (f"$share/connectivity/{refusals.REPORTS_TOPIC}", refusals.LOG_TOPIC)
 KEEPALIVE_SECONDS = 30
 MAX_BACKOFF_SECONDS = 30.0
 REPORT_SECONDS = 60.0
@@ -177,7 +182,8 @@ class Worker:
         # retainHandling=1: the retained statuses come only with a new subscription (a new or
         # expired session), which is exactly when this worker may have missed changes.
         options = SubscribeOptions(qos=1, retainHandling=1)  # type: ignore[no-untyped-call]
-        client.subscribe(SUBSCRIPTION, options=options)
+        topics = [SUBSCRIPTION, *REFUSAL_SUBSCRIPTIONS]
+        client.subscribe([(topic, options) for topic in topics])
 
     def _on_subscribe(
         self, client: mqtt.Client, userdata: Any, mid: int, codes: Any, *_: Any
@@ -205,9 +211,17 @@ class Worker:
         batch, self.pending = self.pending, []
         if not batch:
             return True
-        updates = [StatusUpdate(m.topic, bytes(m.payload), received) for m, received in batch]
+        updates = [
+            StatusUpdate(m.topic, bytes(m.payload), received)
+            for m, received in batch
+            if not refusals.is_refusal_topic(m.topic)
+        ]
+        refused = [
+            (m.topic, bytes(m.payload)) for m, _ in batch if refusals.is_refusal_topic(m.topic)
+        ]
         try:
             connectivity_apply(updates=updates, tally=self.tally)
+            self.tally.refusals += refusals.record(refusals.parse(refused))
         except Exception:
             logger.exception("could not apply %s status message(s)", len(batch))
             connection.close()  # the next batch starts on a fresh connection
@@ -227,9 +241,10 @@ class Worker:
     def _report(self) -> None:
         tally = self.tally
         logger.info(
-            "status messages: %s received, %s changed, %s ignored, %s malformed",
+            "status messages: %s received, %s changed, %s ignored, %s malformed; %s refusal(s)",
             tally.received,
             tally.changed,
             tally.ignored,
             tally.malformed,
+            tally.refusals,
         )
