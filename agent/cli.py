@@ -113,6 +113,10 @@ def _simulate_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, help="stop after this many seconds")
     parser.add_argument("--platform-ca")
     parser.add_argument("--fsync", action="store_true", help="fsync every outbox write")
+    parser.add_argument(
+        "--outage-every", type=float, default=0.0, help="seconds between power cuts (0: none)"
+    )
+    parser.add_argument("--outage-seconds", type=float, default=90.0, help="length of a cut")
     parser.set_defaults(handler=command_simulate)
 
 
@@ -190,6 +194,8 @@ def command_simulate(args: argparse.Namespace) -> int:
         duration=args.duration,
         fsync=args.fsync,
         platform_ca_file=args.platform_ca,
+        outage_every=args.outage_every,
+        outage_seconds=args.outage_seconds,
     )
     # Ten thousand devices reconnecting would print ten thousand warnings: the summary line
     # says it all unless asked for more.

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import resource
 import signal
 import sys
@@ -57,6 +58,10 @@ class FleetOptions:
     fsync: bool = False
     platform_ca_file: str | None = None
     backoff_cap: float = 120.0
+    # Demos: every ``outage_every`` seconds the next device in turn loses power for
+    # ``outage_seconds`` (its last will says "offline"), then boots again. 0: never.
+    outage_every: float = 0.0
+    outage_seconds: float = 90.0
 
 
 def raise_open_files_limit() -> int:
@@ -78,6 +83,7 @@ class Fleet:
         self.refused = 0
         self.started = time.monotonic()
         self.milestones: dict[str, float] = {}
+        self.power: dict[int, asyncio.Event] = {}  # per device: set = leave (stop or outage)
 
     async def run(self, stop: asyncio.Event) -> Counters:
         options = self.options
@@ -95,13 +101,14 @@ class Fleet:
             for index in range(1, options.count + 1)
         ]
         reporter = asyncio.create_task(self._report())
+        outages = asyncio.create_task(self._outages(stop))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), options.duration)
         stop.set()
         _, unfinished = await asyncio.wait(devices, timeout=SHUTDOWN_GRACE)
-        for task in [*unfinished, reporter]:
+        for task in [*unfinished, reporter, outages]:
             task.cancel()
-        await asyncio.gather(*unfinished, reporter, return_exceptions=True)
+        await asyncio.gather(*unfinished, reporter, outages, return_exceptions=True)
         self._print(self.summary())
         return self.counters
 
@@ -131,15 +138,36 @@ class Fleet:
         self.counters.enrolled += 1
         self._milestone("enrolled", self.counters.enrolled)
         sensors = SyntheticSensors(serial)
-        agent = Agent(
-            state,
-            self._agent_options(),
-            sensors=sensors,
-            vitals=sensors.vitals,
-            counters=self.counters,
-            gate=gate,
-        )
-        await agent.run(stop)
+        while not stop.is_set():
+            power = self.power[index] = asyncio.Event()
+            agent = Agent(
+                state,
+                self._agent_options(),
+                sensors=sensors,
+                vitals=sensors.vitals,
+                counters=self.counters,
+                gate=gate,
+            )
+            await agent.run(power)
+            if not stop.is_set():  # a power cut: stay dark for a while, then boot again
+                self._print(f"{serial}: power cut for {self.options.outage_seconds:.0f} s")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.options.outage_seconds)
+
+    async def _outages(self, stop: asyncio.Event) -> None:
+        """Cut the power of one device after another (``outage_every``); ``stop`` reaches
+        every device through its power switch."""
+        victims = itertools.cycle(range(1, self.options.count + 1))
+        every = self.options.outage_every
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every if every > 0 else None)
+            if stop.is_set():
+                break
+            if (switch := self.power.get(next(victims))) is not None:
+                switch.set()
+        for switch in self.power.values():
+            switch.set()
 
     def _agent_options(self) -> Options:
         return Options(

@@ -36,6 +36,12 @@ COURIER_TELEMETRY = {
             "convert": {"from": "°F", "to": "°C"},
         },
         {"name": "speed", "type": "float", "unit": "m/s", "min": 0, "max": 5},
+        # what the reference agent's simulated sensors report (agent/metrics.py)
+        {"name": "temperature_c", "type": "float", "unit": "°C", "min": -40, "max": 85},
+        {"name": "humidity_pct", "type": "float", "unit": "%", "min": 0, "max": 100},
+        {"name": "battery_pct", "type": "float", "unit": "%", "min": 0, "max": 100},
+        {"name": "rssi_dbm", "type": "float", "unit": "dBm", "min": -130, "max": 0},
+        {"name": "cpu_pct", "type": "float", "unit": "%", "min": 0, "max": 100},
     ]
 }
 COURIER_COMMANDS = [
