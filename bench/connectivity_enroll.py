@@ -99,8 +99,8 @@ def csr(serial: str) -> tuple[str, Any, str]:
 
 def signing_rate(organization: Any, requests: list[tuple[str, Any, str]]) -> float:
     """Certificates/s of ``issuance.device_certificate`` for the requests' public keys, as the
-    enrollment calls it (it looks the organization's intermediate CA up and decrypts its key);
-    devices are not saved, certificates not recorded."""
+    enrollment calls it (it reads the organization's intermediate CA row; the decrypted key is
+    cached per process, as in the server); devices are not saved, certificates not recorded."""
     from apps.devices.models import Device
     from apps.devices.pki import issuance
 

@@ -189,7 +189,7 @@ def enroll_body(result: EnrollmentResult) -> dict[str, Any]:
     body |= {
         "certificate": leaf,
         "certificate_chain": result.chain_pem or None,
-        "ca_certificate": authorities.root_certificate_pem(),
+        "ca_certificate": result.root_pem or authorities.root_certificate_pem(),
         "broker": {
             "host": settings.MQTT_PUBLIC_HOST,
             "port": settings.MQTT_DEVICE_PORT,

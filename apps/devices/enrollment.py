@@ -18,7 +18,9 @@ timestamp window and the nonce, the proof: a claim token or a factory certificat
   identity; its old operational credentials are revoked as superseded) or the very key of its
   current certificate (a retry after a lost answer gets that certificate again);
 - a claim token spends one use per device (a quarantined device's polls and the pickup of its
-  certificate after approval spend nothing more).
+  certificate after approval spend nothing more). The use is taken by the transaction's last
+  statement (a conditional UPDATE, which alone enforces the limit): the token's row lock then
+  lasts only for the commit, and the devices of one batch enroll concurrently.
 
 A refusal rolls the attempt back and is then audited in its own transaction; every attempt is
 counted by outcome (``enrollment_guard.count``).
@@ -63,6 +65,7 @@ class Enrollment:
         self.proof: proofs.Proof | None = None
         self.device: Device | None = None
         self.csr: Any = None
+        self.spending: ClaimToken | None = None  # the claim token whose use is taken last
 
     # --- the two steps -------------------------------------------------------------------------
 
@@ -89,16 +92,18 @@ class Enrollment:
             raise RuntimeError("check() first")
         with transaction.atomic():
             profile = self._profile()
-            manufacturer = profile.organization if profile else self._manufacturer()
+            manufacturer_id = profile.organization_id if profile else self._manufacturer().pk
             self.device = (
                 Device.objects.select_for_update(of=("self",))
-                .select_related("organization", "profile_version__profile")
-                .filter(manufacturer=manufacturer, serial=self.request.serial)
+                .select_related("organization")
+                .filter(manufacturer_id=manufacturer_id, serial=self.request.serial)
                 .first()
             )
-            if self.device is None:
-                return self._register(profile)
-            return self._known(self.device)
+            device = self.device
+            result = self._register(profile) if device is None else self._known(device)
+            if self.spending is not None:  # last: its row lock then lasts only for the commit
+                proofs.consume(self.spending)
+            return result
 
     def run(self) -> EnrollmentResult:
         """``check()`` then ``execute()``; a refusal is audited and counted, then re-raised."""
@@ -215,13 +220,17 @@ class Enrollment:
         )
         device = self.device
         records.factory_certificate(self, device)
-        records.inventory(self, device)
         if quarantine:
+            records.inventory(self, device)
             return records.quarantined(self, device)
-        provisioning.apply_on_activation(
-            device_ids=[device.pk], actor=self.actor(), transition="enroll"
+        # Registered active: provisioning is applied now (what the lifecycle's activation hook
+        # would record), in the same UPDATE as the reported inventory. The device row, its
+        # organization and profile version are the ones just written and read.
+        applied = provisioning.on_activation(
+            device.organization, device.profile_version, transition="enroll"
         )
-        return self._issue(_reload(device), status=201, outcome="registered")
+        records.inventory(self, device, provisioning=applied)
+        return self._issue(device, status=201, outcome="registered")
 
     # --- a known device ------------------------------------------------------------------------
 
@@ -241,10 +250,9 @@ class Enrollment:
         if device.state == DeviceState.DISCOVERED:
             return records.pending(self, device)
         self._load_csr(device)
-        repeated = records.current_certificate_for_key(device, self.csr)
+        repeated, live = records.live_credentials(device, self.csr)
         if repeated is not None:
             return self._repeat(device, repeated)
-        live = records.has_live_credentials(device)
         if live and not same_factory:
             raise Refused(
                 403,
@@ -253,7 +261,9 @@ class Enrollment:
                 "revoke its credentials (or it re-enrolls with the factory certificate it "
                 "enrolled with).",
             )
-        if not _picks_up_after_quarantine(device, self.proof.claim_token):  # type: ignore[union-attr]
+        claim_token = self.proof.claim_token if self.proof else None
+        # live credentials mean it had some: not a first pickup after quarantine
+        if live or not _picks_up_after_quarantine(device, claim_token):
             self._spend()
         device = self._activate_escrow(device)
         if live:
@@ -261,18 +271,21 @@ class Enrollment:
         records.factory_certificate(self, device)
         records.inventory(self, device)
         outcome = "reenrolled" if live else "enrolled"
-        return self._issue(_reload(device), status=200, outcome=outcome)
+        return self._issue(device, status=200, outcome=outcome)
 
     def _activate_escrow(self, device: Device) -> Device:
+        """The escrow device activated when the policy says so; re-read after the transition,
+        whose hooks (provisioning) write set-based."""
         if device.state != DeviceState.ESCROW or self.policy.escrow_action != EscrowAction.ACTIVATE:
             return device
         try:
             with transaction.atomic():
-                return services.device_transition(
+                services.device_transition(
                     actor=self.actor(), device=device, transition="activate", reason="enrollment"
                 )
         except ValidationError:  # a guard holds it (a pending transfer): it stays in escrow
             return device
+        return _reload(device)
 
     def _repeat(self, device: Device, certificate: DeviceCertificate) -> EnrollmentResult:
         """The device retries with the key of its current certificate (it lost our answer):
@@ -297,19 +310,23 @@ class Enrollment:
         self.csr = issuance.load_csr(self.request.csr, expected_names=names)
 
     def _spend(self) -> None:
+        """Spend one use of the claim token: refused here when it had none left (the usual
+        place of that refusal), taken at the end of ``execute`` (``proofs.consume``)."""
         if self.proof is not None and self.proof.claim_token is not None:
-            proofs.consume(self.proof.claim_token)
+            proofs.has_uses_left(self.proof.claim_token)
+            self.spending = self.proof.claim_token
 
     def _issue(self, device: Device, *, status: int, outcome: str) -> EnrollmentResult:
-        certificate, chain_pem, token = records.credentials(self, device)
+        issued, token = records.credentials(self, device)
         result = EnrollmentResult(
             device=device,
             status=status,
             outcome=outcome,
-            certificate=certificate,
-            chain_pem=chain_pem,
+            certificate=issued.row if issued else None,
+            chain_pem=issued.chain_pem if issued else "",
             token=token,
             provisioning=records.provisioning_of(device),
+            root_pem=issued.root_pem if issued else "",
         )
         records.success(self, result)
         return result

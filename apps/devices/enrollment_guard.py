@@ -3,8 +3,9 @@ and the outcome counters. Nothing here touches the database.
 
 - Rate limits are fixed one-minute windows: one counter per source address
   (``ENROLL_RATE_PER_SOURCE``) and one per claim token or factory certificate
-  (``ENROLL_RATE_PER_TOKEN``). ``add`` then ``incr`` are both atomic in Redis, so concurrent
-  requests never undercount. A refused request still counts: a flood stays refused.
+  (``ENROLL_RATE_PER_TOKEN``). Each counter is created with its expiry and incremented in one
+  MULTI/EXEC round trip (``increment``), so concurrent requests never undercount. A refused
+  request still counts: a flood stays refused.
 - Replays: a request carries a nonce and a timestamp. The timestamp must be within five minutes
   of the server's clock and the nonce is remembered (``cache.add``, which only one request can
   win) for ten minutes, twice the window, so a captured request can never be played again.
@@ -14,13 +15,19 @@ and the outcome counters. Nothing here touches the database.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import time
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import DEFAULT_CACHE_ALIAS, caches
+from django.core.cache.backends.base import BaseCache
+from django.core.cache.backends.redis import RedisCache
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.utils import timezone
 
 WINDOW_SECONDS = 60
@@ -88,18 +95,49 @@ def is_trusted_proxy(address: str) -> bool:
 # --- rate limits -------------------------------------------------------------------------------
 
 
+@functools.cache
+def process_cache() -> BaseCache:
+    """The default cache as one instance for the whole process. ``caches[...]`` gives each
+    thread its own, and Django under ASGI runs every request in a thread of its own: through it,
+    every enrollment opened a new Redis connection. This instance's connection pool is shared
+    by the threads (redis-py pools are thread-safe)."""
+    return caches.create_connection(DEFAULT_CACHE_ALIAS)
+
+
+@receiver(setting_changed)
+def _forget_process_cache(*, setting: str, **kwargs: Any) -> None:
+    if setting == "CACHES":
+        process_cache.cache_clear()
+
+
+def increment(key: str, timeout: int | None) -> int:
+    """Add one to the cache counter ``key`` (created at 0, expiring after ``timeout`` seconds,
+    never when None) and return its new value.
+
+    Django's ``add`` + ``incr`` cost three round trips (its ``incr`` first checks that the key
+    exists); on the Redis cache this is one: SET NX with the expiry, then INCR, in a MULTI.
+    Counters hold plain integers either way, which the cache API reads back as ints."""
+    current = process_cache()
+    if not isinstance(current, RedisCache):
+        current.add(key, 0, timeout=timeout)
+        try:
+            return int(current.incr(key))
+        except ValueError:  # evicted between add and incr: start again
+            current.set(key, 1, timeout=timeout)
+            return 1
+    name = current.make_and_validate_key(key)
+    pipeline = current._cache.get_client(name, write=True).pipeline(transaction=True)
+    pipeline.set(name, 0, ex=timeout, nx=True)
+    pipeline.incr(name)
+    return int(pipeline.execute()[1])
+
+
 def hit(scope: str, key: str, limit: int) -> None:
     """Count one request against ``scope``/``key`` in the current window; ``Refused`` (429,
     with the seconds until the window ends) past ``limit``."""
     now = time.time()
     window = int(now // WINDOW_SECONDS)
-    counter = f"enroll:rate:{scope}:{key}:{window}"
-    cache.add(counter, 0, timeout=WINDOW_SECONDS * 2)
-    try:
-        count = cache.incr(counter)
-    except ValueError:  # evicted between add and incr: start again
-        cache.set(counter, 1, timeout=WINDOW_SECONDS * 2)
-        count = 1
+    count = increment(f"enroll:rate:{scope}:{key}:{window}", WINDOW_SECONDS * 2)
     if count > limit:
         retry_after = max(1, int(WINDOW_SECONDS - now % WINDOW_SECONDS))
         raise Refused(
@@ -134,7 +172,7 @@ def check_fresh(timestamp: datetime, nonce: str, *, now: datetime | None = None)
             f"({now.isoformat(timespec='seconds')}); set the clock and retry with a new nonce.",
             field="timestamp",
         )
-    if not cache.add(f"enroll:nonce:{nonce}", 1, timeout=NONCE_SECONDS):
+    if not process_cache().add(f"enroll:nonce:{nonce}", 1, timeout=NONCE_SECONDS):
         raise Refused(
             409,
             "replayed_nonce",
@@ -149,16 +187,11 @@ def check_fresh(timestamp: datetime, nonce: str, *, now: datetime | None = None)
 def count(outcome: str) -> None:
     """Add one to the counter of ``outcome`` (``enrolled``, ``quarantined``, or a refusal's
     reason). Counters never expire; ``counts()`` reads them."""
-    key = f"{OUTCOMES_KEY}:{outcome}"
-    cache.add(key, 0, timeout=None)
-    try:
-        cache.incr(key)
-    except ValueError:
-        cache.set(key, 1, timeout=None)
+    increment(f"{OUTCOMES_KEY}:{outcome}", None)
 
 
 def counts(outcomes: Iterable[str]) -> dict[str, int]:
     """The counters of ``outcomes`` (0 when never counted)."""
     names = list(outcomes)
-    found = cache.get_many([f"{OUTCOMES_KEY}:{name}" for name in names])
+    found = process_cache().get_many([f"{OUTCOMES_KEY}:{name}" for name in names])
     return {name: int(found.get(f"{OUTCOMES_KEY}:{name}", 0)) for name in names}

@@ -38,7 +38,7 @@ from .pki import certs, external
 
 CLAIM_KIND = "claim"
 SIGNING_PREFIX = "fleetops-enroll:v1"
-POLICY_RELATED = ("organization", "target_organization", "profile__organization")
+POLICY_RELATED = ("organization", "target_organization", "profile")
 
 
 @dataclass(frozen=True)
@@ -102,9 +102,19 @@ def claim_token_proof(token: str) -> Proof:
     return Proof(policy=policy, claim_token=row)
 
 
+def has_uses_left(claim_token: ClaimToken) -> None:
+    """Refuse (401) ``claim_token`` when it had no use left as ``claim_token_proof`` read it: the
+    early answer. Only ``consume`` enforces the limit under concurrency."""
+    if claim_token.uses >= claim_token.max_uses:
+        raise _used_up()
+
+
 def consume(claim_token: ClaimToken) -> None:
     """Take one use of ``claim_token`` (in the caller's transaction): a conditional UPDATE, so
-    the limit holds under any concurrency; ``Refused`` (401) when none is left."""
+    the limit holds under any concurrency; ``Refused`` (401) when none is left. The UPDATE
+    locks the token's row until the transaction ends: enrollment takes the use last, just
+    before its commit, so that the devices of one batch (one token) do not queue behind each
+    other for a whole enrollment."""
     taken = ClaimToken.objects.filter(
         pk=claim_token.pk,
         uses__lt=F("max_uses"),
@@ -112,9 +122,11 @@ def consume(claim_token: ClaimToken) -> None:
         expires_at__gt=timezone.now(),
     ).update(uses=F("uses") + 1, updated_at=timezone.now())
     if taken != 1:
-        raise unauthorized(
-            "claim_token_used_up", "The claim token has no uses left.", "claim_token"
-        )
+        raise _used_up()
+
+
+def _used_up() -> Refused:
+    return unauthorized("claim_token_used_up", "The claim token has no uses left.", "claim_token")
 
 
 # --- factory certificates ----------------------------------------------------------------------

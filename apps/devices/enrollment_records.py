@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography.hazmat.primitives import serialization
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Case, Q, When
 from django.utils import timezone
 
 from apps.accounts import tokens
@@ -70,6 +70,7 @@ class EnrollmentResult:
     token: str = ""
     provisioning: dict[str, Any] = field(default_factory=dict)
     retry_after: int | None = None
+    root_pem: str = ""  # the current root, when read along with the issuing CA
 
 
 # --- credentials -------------------------------------------------------------------------------
@@ -90,10 +91,19 @@ def _live_tokens(device: Device) -> Any:
     )
 
 
-def has_live_credentials(device: Device) -> bool:
-    """Whether the device can still connect: an operational certificate or a token alive.
-    (Its factory certificate proves who it is; it is not a credential to connect with.)"""
-    return live_operational(device).exists() or _live_tokens(device).exists()
+def live_credentials(device: Device, csr: Any) -> tuple[DeviceCertificate | None, bool]:
+    """(the device's active certificate for the CSR's very key, if any; whether the device can
+    still connect: an operational certificate or a token alive). Its factory certificate proves
+    who it is; it is not a credential to connect with. One query when a certificate is live,
+    two otherwise."""
+    active_first = Case(When(status=CredentialStatus.ACTIVE, then=0), default=1)
+    rows = list(live_operational(device).order_by(active_first, "-id")[:5])
+    wanted = _public_der(csr.public_key()) if csr is not None else None
+    for row in rows if wanted is not None else ():
+        active = row.status == CredentialStatus.ACTIVE
+        if active and _public_der(certs.load_pem(row.certificate_pem).public_key()) == wanted:
+            return row, True
+    return None, bool(rows) or _live_tokens(device).exists()
 
 
 def ever_had_credentials(device: Device) -> bool:
@@ -101,17 +111,6 @@ def ever_had_credentials(device: Device) -> bool:
         DeviceCertificate.objects.filter(device=device, kind=CertificateKind.OPERATIONAL).exists()
         or DeviceToken.objects.filter(device=device).exists()
     )
-
-
-def current_certificate_for_key(device: Device, csr: Any) -> DeviceCertificate | None:
-    """The device's active certificate for the CSR's very key, if any."""
-    if csr is None:
-        return None
-    wanted = _public_der(csr.public_key())
-    for row in live_operational(device).filter(status=CredentialStatus.ACTIVE)[:5]:
-        if _public_der(certs.load_pem(row.certificate_pem).public_key()) == wanted:
-            return row  # type: ignore[no-any-return]
-    return None
 
 
 def _public_der(public_key: Any) -> bytes:
@@ -126,15 +125,14 @@ def supersede_credentials(device: Device) -> None:
     revocation.revoke_for_devices([device.pk], SUPERSEDED, kinds=[CertificateKind.OPERATIONAL])
 
 
-def credentials(flow: Enrollment, device: Device) -> tuple[DeviceCertificate | None, str, str]:
-    """Issue what the device asked for: (certificate row, chain PEM, "") or (None, "", token)."""
+def credentials(flow: Enrollment, device: Device) -> tuple[issuance.Issued | None, str]:
+    """Issue what the device asked for: (the certificate issued, "") or (None, token)."""
     if flow.request.credential == TOKEN:
         _, token = credential_services.device_token_create(
             actor=credential_services.device_actor(device), device=device, label="enrollment"
         )
-        return None, "", token
-    row, chain = issuance.issue(device=device, csr=flow.csr)
-    return row, chain, ""
+        return None, token
+    return issuance.issue_with_root(device=device, csr=flow.csr), ""
 
 
 def chain_for(certificate: DeviceCertificate) -> str:
@@ -199,11 +197,13 @@ def factory_certificate(flow: Enrollment, device: Device) -> None:
 # --- device facts ------------------------------------------------------------------------------
 
 
-def inventory(flow: Enrollment, device: Device) -> None:
-    """What the device reported (inventory, hardware revision) and that it was just seen: one
-    UPDATE."""
+def inventory(flow: Enrollment, device: Device, **also: Any) -> None:
+    """What the device reported (inventory, hardware revision) and that it was just seen, with
+    the other fields in ``also`` (its provisioning at registration): one UPDATE, mirrored on
+    ``device`` so that nothing has to read it back."""
     request = flow.request
-    values: dict[str, Any] = {"last_seen_at": timezone.now(), "updated_at": timezone.now()}
+    now = timezone.now()
+    values: dict[str, Any] = {"last_seen_at": now, "updated_at": now, **also}
     reported = dict(request.inventory or {})
     if request.hardware_revision:
         reported["hardware_revision"] = request.hardware_revision
@@ -213,6 +213,8 @@ def inventory(flow: Enrollment, device: Device) -> None:
         if isinstance(firmware, str) and firmware:
             values["firmware_version"] = firmware[:64]
     Device.objects.filter(pk=device.pk).update(**values)
+    for name, value in values.items():
+        setattr(device, name, value)
 
 
 def provisioning_of(device: Device) -> dict[str, Any]:
@@ -271,9 +273,9 @@ def _summary(flow: Enrollment, extra: dict[str, Any]) -> dict[str, Any]:
 
 def success(flow: Enrollment, result: EnrollmentResult) -> None:
     """Audit the attempt on the device; emit ``device.enrolled`` when it got credentials; push
-    the device to open fleet pages after commit."""
+    the device to open fleet pages after commit. ``result.device`` holds its current state (the
+    flow reads or sets it in this transaction)."""
     device = result.device
-    device.refresh_from_db(fields=["state"])
     extra: dict[str, Any] = {"outcome": result.outcome, "state": device.state}
     if result.certificate is not None:
         extra["certificate"] = result.certificate.serial_number

@@ -38,9 +38,15 @@ class CertificateAuthority(BaseModel):
     not_after = models.DateTimeField()
     verified_at = models.DateTimeField(null=True, blank=True)
     verification_code = models.CharField(max_length=64, blank=True)
+    # The last CRL this CA signed (``pki.revocation``): its number (monotonic per CA), the PEM,
+    # when it was signed, the revocations it lists (count and latest revocation time) and when
+    # it is half way through its validity. ``crl_bundle`` re-signs only when the revocations
+    # differ or that time has passed.
     crl_number = models.BigIntegerField(default=0)
     crl_pem = models.TextField(blank=True)
     crl_updated_at = models.DateTimeField(null=True, blank=True)
+    crl_revocations = models.CharField(max_length=64, blank=True, editable=False)
+    crl_refresh_at = models.DateTimeField(null=True, blank=True, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True)
 
     objects = ScopedManager()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from apps.accounts.models import Organization
@@ -81,16 +81,37 @@ def resolve(organization: Organization, version: ProfileVersion) -> dict[str, An
     return result
 
 
+def on_activation(
+    organization: Organization, version: ProfileVersion, *, transition: str, applied_at: str = ""
+) -> dict[str, Any]:
+    """The value recorded in ``Device.provisioning`` when a device of ``version`` in
+    ``organization`` first becomes active through ``transition`` (at ``applied_at``, now when
+    not given)."""
+    applied = {"applied_at": applied_at or timezone.now().isoformat(), "transition": transition}
+    return {**resolve(organization, version), **applied}
+
+
 def apply_on_activation(*, device_ids: list[uuid.UUID], actor: Actor, transition: str) -> None:
     """Lifecycle hook (activate, approve): record provisioning on the devices that never got it.
     Set-based: one UPDATE per distinct (organization, profile version) among them."""
     pending = Device.objects.filter(pk__in=device_ids, provisioning={})
-    pairs = pending.values_list("organization_id", "profile_version_id").distinct()
     now = timezone.now().isoformat()
-    for organization_id, version_id in list(pairs):
-        organization = Organization.objects.get(pk=organization_id)
-        version = ProfileVersion.objects.select_related("profile").get(pk=version_id)
-        value = {**resolve(organization, version), "applied_at": now, "transition": transition}
-        pending.filter(organization_id=organization_id, profile_version_id=version_id).update(
+    for organization, version in _pairs(pending, device_ids):
+        value = on_activation(organization, version, transition=transition, applied_at=now)
+        pending.filter(organization_id=organization.pk, profile_version_id=version.pk).update(
             provisioning=value
         )
+
+
+def _pairs(
+    pending: QuerySet[Device], device_ids: list[uuid.UUID]
+) -> list[tuple[Organization, ProfileVersion]]:
+    """The distinct (organization, profile version) of the pending devices: one query for one
+    device (an enrollment, a single transition), three for a batch."""
+    if len(device_ids) == 1:
+        device = pending.select_related("organization", "profile_version__profile").first()
+        return [] if device is None else [(device.organization, device.profile_version)]
+    pairs = list(pending.values_list("organization_id", "profile_version_id").distinct())
+    organizations = Organization.objects.in_bulk({pair[0] for pair in pairs})
+    versions = ProfileVersion.objects.select_related("profile").in_bulk({pair[1] for pair in pairs})
+    return [(organizations[pair[0]], versions[pair[1]]) for pair in pairs]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
@@ -26,6 +27,17 @@ if TYPE_CHECKING:
     from ..models import Device
 
 MAX_CSR_BYTES = 16_384
+
+
+@dataclass(frozen=True)
+class Issued:
+    """An operational certificate just issued: its row, the chain to hand the device (its
+    certificate, then the CAs up to the root) and the installation's current root certificate,
+    read along with the issuing CA ("" when it could not be)."""
+
+    row: DeviceCertificate
+    chain_pem: str
+    root_pem: str
 
 
 def load_csr(
@@ -113,9 +125,16 @@ def record(
 def issue(*, device: Device, csr: x509.CertificateSigningRequest) -> tuple[DeviceCertificate, str]:
     """Issue and record an operational certificate for ``device`` from a checked CSR. Returns
     the row and the chain to hand the device (its certificate, then the CAs up to the root)."""
+    issued = issue_with_root(device=device, csr=csr)
+    return issued.row, issued.chain_pem
+
+
+def issue_with_root(*, device: Device, csr: x509.CertificateSigningRequest) -> Issued:
+    """``issue``, plus the current root certificate read in the same CA lookup (enrollment
+    hands it to the device without another query)."""
     certificate, issuer = device_certificate(device=device, public_key=csr.public_key())
     row = record(device=device, certificate=certificate, issuer=issuer.authority)
-    return row, certs.to_pem(certificate) + issuer.chain_pem()
+    return Issued(row, row.certificate_pem + issuer.chain_pem(), issuer.root_pem)
 
 
 def server_certificate(hostnames: list[str], days: int = 825) -> tuple[str, str]:

@@ -11,7 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Count, F, Max
 from django.utils import timezone
 
 from ..choices import AuthorityKind, CredentialStatus
@@ -73,7 +73,7 @@ REASONS = {
 
 def crl(authority: CertificateAuthority) -> str:
     """A fresh CRL (PEM) of ``authority``'s revoked certificates, signed by it, with the next
-    CRL number; stored on the row."""
+    CRL number; stored on the row with what it lists and when it needs signing again."""
     with transaction.atomic():
         locked = CertificateAuthority.objects.select_for_update().get(pk=authority.pk)
         signing = authorities.signer(locked)
@@ -86,30 +86,101 @@ def crl(authority: CertificateAuthority) -> str:
             .next_update(now + dt.timedelta(days=settings.PKI_CRL_DAYS))
             .add_extension(x509.CRLNumber(number), critical=False)
         )
-        revoked = DeviceCertificate.objects.filter(
-            issuer=locked, status=CredentialStatus.REVOKED
-        ).values_list("serial_number", "revoked_at", "revocation_reason")
-        for serial, when, reason in revoked.iterator(chunk_size=5000):
-            entry = x509.RevokedCertificateBuilder().serial_number(int(serial, 16))
-            entry = entry.revocation_date(when)
-            if reason in REASONS:
-                entry = entry.add_extension(x509.CRLReason(REASONS[reason]), critical=False)
-            builder = builder.add_revoked_certificate(entry.build())
-        pem = builder.sign(signing.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
-        locked.crl_number, locked.crl_pem, locked.crl_updated_at = number, pem.decode(), now
-        locked.save(update_fields=["crl_number", "crl_pem", "crl_updated_at", "updated_at"])
+        builder, count, latest = _with_revoked(builder, locked)
+        signed = builder.sign(signing.key, hashes.SHA256())
+        locked.crl_number, locked.crl_updated_at = number, now
+        locked.crl_pem = signed.public_bytes(serialization.Encoding.PEM).decode()
+        locked.crl_revocations = revocations_state(count, latest)
+        locked.crl_refresh_at = halfway(signed)
+        locked.save(update_fields=[*CRL_FIELDS, "updated_at"])
         return locked.crl_pem
+
+
+def _with_revoked(
+    builder: x509.CertificateRevocationListBuilder, authority: CertificateAuthority
+) -> tuple[x509.CertificateRevocationListBuilder, int, dt.datetime | None]:
+    """``builder`` with an entry per certificate ``authority`` revoked, and how many there
+    were and the latest revocation time (``revocations_state``)."""
+    revoked = DeviceCertificate.objects.filter(
+        issuer=authority, status=CredentialStatus.REVOKED
+    ).values_list("serial_number", "revoked_at", "revocation_reason")
+    count, latest = 0, None
+    for serial, when, reason in revoked.iterator(chunk_size=5000):
+        entry = x509.RevokedCertificateBuilder().serial_number(int(serial, 16))
+        entry = entry.revocation_date(when)
+        if reason in REASONS:
+            entry = entry.add_extension(x509.CRLReason(REASONS[reason]), critical=False)
+        builder = builder.add_revoked_certificate(entry.build())
+        count, latest = count + 1, max(latest or when, when)
+    return builder, count, latest
+
+
+CRL_FIELDS = ("crl_number", "crl_pem", "crl_updated_at", "crl_revocations", "crl_refresh_at")
+NO_REVOCATIONS = "0:"
+
+
+def revocations_state(count: int, latest: dt.datetime | None) -> str:
+    """What a CRL lists, in short: how many revoked certificates and the latest revocation.
+    Revocation is final (a revoked certificate is never un-revoked nor deleted), so any new
+    revocation changes the count."""
+    return f"{count}:{latest.timestamp():.6f}" if latest is not None else NO_REVOCATIONS
+
+
+def halfway(signed: x509.CertificateRevocationList) -> dt.datetime:
+    """When ``signed`` is half way through its validity: computed the way ``broker.sync``
+    plans its next refresh, from the CRL's own (whole-second) times, so that the refresh it
+    plans finds this CRL due."""
+    last, following = signed.last_update_utc, signed.next_update_utc
+    if following is None:
+        return last
+    return last + (following - last) / 2
+
+
+def current_states() -> dict[uuid.UUID, str]:
+    """``revocations_state`` of every live intermediate with revoked certificates, in one
+    grouped query (``devices_cert_revoked``, the partial index of revoked certificates)."""
+    rows = (
+        DeviceCertificate.objects.filter(
+            status=CredentialStatus.REVOKED,
+            issuer__kind=AuthorityKind.INTERMEDIATE,
+            issuer__revoked_at=None,
+        )
+        .values("issuer_id")
+        .annotate(count=Count("id"), latest=Max("revoked_at"))
+        .order_by()
+    )
+    return {row["issuer_id"]: revocations_state(row["count"], row["latest"]) for row in rows}
+
+
+def is_current(authority: CertificateAuthority, state: str, now: dt.datetime) -> bool:
+    """Whether ``authority``'s stored CRL lists exactly the revocations ``state`` describes and
+    is not yet half way through its validity."""
+    return bool(
+        authority.crl_pem
+        and authority.crl_revocations == state
+        and authority.crl_refresh_at is not None
+        and now < authority.crl_refresh_at
+    )
 
 
 def crl_bundle() -> str:
     """The CRLs of every intermediate, concatenated: the broker's ``crlfile``. The broker checks
     the leaf's issuer CRL (OpenSSL ``X509_V_FLAG_CRL_CHECK``), so every issuing CA must have
-    one in the file, even an empty one."""
+    one in the file, even an empty one.
+
+    A CA's stored CRL is reused, byte for byte, while it lists the CA's current revocations
+    and is not half way through its validity; only the others are signed again (``crl``), so
+    a sync after one revocation signs one CRL, not one per organization."""
     authorities.root()  # a fresh installation has its root before its first CRL
+    intermediates = CertificateAuthority.objects.filter(
+        kind=AuthorityKind.INTERMEDIATE, revoked_at=None
+    ).only("id", "crl_pem", "crl_revocations", "crl_refresh_at")
+    states = current_states()
+    now = timezone.now()
     parts = [
-        crl(authority)
-        for authority in CertificateAuthority.objects.filter(
-            kind=AuthorityKind.INTERMEDIATE, revoked_at=None
-        ).order_by("id")
+        authority.crl_pem
+        if is_current(authority, states.get(authority.pk, NO_REVOCATIONS), now)
+        else crl(authority)
+        for authority in intermediates.order_by("id")
     ]
     return "".join(parts)
