@@ -30,6 +30,13 @@ be idempotent (key their effects by the event id). Register one with::
 
     @consumer("notifications", events=["alert.*"])
     def notify(event: Event) -> None: ...
+
+Dynamic consumers: a handler registered for a *family* of names (``@consumer_family("notify.
+channel.")``) handles every delivery whose consumer name starts with that prefix and receives the
+rest of the name (a channel id, say). ``emit()`` never creates such deliveries: a consumer adds
+them to the event it is handling with ``add_deliveries(event, names)``, in its own delivery's
+transaction, so they exist exactly when that delivery is recorded as done. They then follow the
+same lease, retries, backoff, dead letters and redelivery as any other delivery.
 """
 
 from __future__ import annotations
@@ -55,7 +62,9 @@ from .models import DeliveryStatus, Event, EventDelivery
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[Event], None]
+FamilyHandler = Callable[[Event, str], None]
 MAX_BACKOFF_SECONDS = 3600
+CONSUMER_NAME_MAX_LENGTH = 100  # EventDelivery.consumer
 
 
 @dataclass(frozen=True)
@@ -81,6 +90,7 @@ class LeaseLost(Exception):
 
 
 _registry: dict[str, Consumer] = {}
+_families: dict[str, FamilyHandler] = {}
 
 
 def consumer(name: str, *, events: Iterable[str]) -> Callable[[Handler], Handler]:
@@ -93,8 +103,24 @@ def consumer(name: str, *, events: Iterable[str]) -> Callable[[Handler], Handler
     return register
 
 
+def consumer_family(prefix: str) -> Callable[[FamilyHandler], FamilyHandler]:
+    """Register ``handler(event, suffix)`` for every consumer name that starts with ``prefix``.
+
+    ``emit()`` never delivers to a family by itself; ``add_deliveries()`` names its members.
+    """
+    if not prefix:
+        raise ValueError(f"invalid consumer family prefix {prefix!r}")
+
+    def register(handler: FamilyHandler) -> FamilyHandler:
+        _families[prefix] = handler
+        return handler
+
+    return register
+
+
 def unregister(name: str) -> None:
     _registry.pop(name, None)
+    _families.pop(name, None)
 
 
 def consumers() -> dict[str, Consumer]:
@@ -123,6 +149,37 @@ def emit(
     if wanted:
         _wake_after_commit()
     return event
+
+
+def add_deliveries(event: Event, names: Iterable[str]) -> int:
+    """Add deliveries of ``event`` to the consumers ``names`` in the current transaction.
+
+    For dynamic consumers (a family member, ``notify.channel.<id>``) or any registered consumer.
+    A name the event already has a delivery for is left alone, so calling this again for the
+    same event (a redelivered consumer) adds nothing. Returns how many deliveries were added;
+    wakes the dispatcher after commit when there are some. An unknown name is refused
+    (``LookupError``) rather than left to become a dead letter.
+    """
+    wanted = sorted(set(names))
+    if not wanted:
+        return 0
+    for name in wanted:
+        if len(name) > CONSUMER_NAME_MAX_LENGTH:
+            raise ValueError(f"consumer name longer than {CONSUMER_NAME_MAX_LENGTH}: {name!r}")
+        _handler_for(name)
+    existing = set(
+        EventDelivery.objects.filter(event=event, consumer__in=wanted).values_list(
+            "consumer", flat=True
+        )
+    )
+    missing = [name for name in wanted if name not in existing]
+    # ignore_conflicts: a concurrent redelivery of the same consumer may have added them first
+    EventDelivery.objects.bulk_create(
+        [EventDelivery(event=event, consumer=name) for name in missing], ignore_conflicts=True
+    )
+    if missing:
+        _wake_after_commit()
+    return len(missing)
 
 
 def _wake_after_commit() -> None:
@@ -228,9 +285,14 @@ def deliver(lease: Lease) -> DeliveryStatus | None:
 
 def _handler_for(name: str) -> Handler:
     registered = _registry.get(name)
-    if registered is None:
-        raise LookupError(f"no consumer named {name!r} is registered")
-    return registered.handler
+    if registered is not None:
+        return registered.handler
+    # the longest registered prefix wins, so a family may hold a narrower one
+    for prefix in sorted(_families, key=len, reverse=True):
+        if name.startswith(prefix) and len(name) > len(prefix):
+            family, suffix = _families[prefix], name[len(prefix) :]
+            return lambda event: family(event, suffix)
+    raise LookupError(f"no consumer named {name!r} is registered")
 
 
 def _mark_delivered(lease: Lease, *, attempts: int) -> None:
