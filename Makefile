@@ -53,3 +53,6 @@ bench: services
 	$(PY) bench/import_copy.py --scale $(or $(SCALE),quick)
 	$(PY) bench/registry.py --scale $(or $(SCALE),quick)
 	$(PY) bench/connectivity.py --scale $(or $(SCALE),quick)
+	$(PY) bench/ingest.py --scale $(or $(SCALE),quick)
+	$(PY) bench/live_latency.py --scale $(or $(SCALE),quick)
+	$(PY) bench/telemetry_writer.py --scale $(or $(SCALE),quick)

@@ -17,6 +17,7 @@ api_v1 = [
     path("", include("apps.devices.api.urls_imports")),
     path("", include("apps.devices.api.urls_pki")),
     path("", include("apps.devices.api.urls_enrollment")),
+    path("", include("apps.telemetry.api.urls")),
 ]
 
 # Admin sign-in goes through allauth (email verification, rate limits, MFA); signed-in
@@ -41,6 +42,10 @@ urlpatterns = [
     path("", include(("apps.devices.urls_groups", "groups"), namespace="groups")),
     path("", include(("apps.devices.urls_imports", "imports"), namespace="imports")),
     path("", include(("apps.devices.urls_enrollment", "enrollment"), namespace="enrollment")),
+    path("", include(("apps.telemetry.urls_notify", "notify"), namespace="notify")),
+    path("", include(("apps.telemetry.urls_alerts", "alerts"), namespace="alerts")),
+    path("", include(("apps.telemetry.urls", "telemetry"), namespace="telemetry")),
+    path("", include(("apps.telemetry.urls_analytics", "analytics"), namespace="analytics")),
 ]
 
 handler404 = "config.urls.not_found"

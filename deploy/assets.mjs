@@ -16,6 +16,9 @@ const files = {
   "leaflet/dist/images/marker-shadow.png": "leaflet/images/marker-shadow.png",
   "leaflet/dist/images/layers.png": "leaflet/images/layers.png",
   "leaflet/dist/images/layers-2x.png": "leaflet/images/layers-2x.png",
+  // uPlot (telemetry charts on the device page and the fleet dashboard).
+  "uplot/dist/uPlot.iife.min.js": "uplot/uPlot.iife.min.js",
+  "uplot/dist/uPlot.min.css": "uplot/uPlot.min.css",
 };
 for (const [from, to] of Object.entries(files)) {
   mkdirSync(dirname(join(out, to)), { recursive: true });

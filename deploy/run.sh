@@ -13,14 +13,17 @@ $PY manage.py migrate --noinput
 $PY manage.py load_demo
 $PY manage.py load_fleet_demo
 $PY manage.py load_connectivity_demo --token-file var/demo/claim-token
+$PY manage.py load_telemetry_demo
 # The platform's processes plus a simulated fleet that enrolls itself zero-touch with the demo's
-# claim token (the reference agent, agent/), so the portal shows devices arriving and going online.
+# claim token (the reference agent, agent/), so the portal shows devices arriving and going online,
+# streams telemetry into live charts, and loses one device's power every two minutes (an alert,
+# and a notification in the bell).
 DEMO_DEVICES=${DEMO_DEVICES:-25}
 {
   cat Procfile
   echo "simulator: .venv/bin/python -m agent simulate --count ${DEMO_DEVICES}" \
     "--url http://127.0.0.1:${PORT} --claim-token \"\$(cat var/demo/claim-token)\"" \
-    "--state-dir var/demo/fleet --telemetry-interval 30"
+    "--state-dir var/demo/fleet --telemetry-interval 10 --outage-every 120 --outage-seconds 90"
 } > var/run/Procfile.demo
 echo
 echo "Portal:    http://localhost:${PORT}/"
@@ -32,6 +35,7 @@ if [ -n "${MQTT_DEVICE_PORT:-}" ]; then
     "mqtts://127.0.0.1:${MQTT_TOKEN_PORT:-} (token); broker files in ${MQTT_BROKER_DIR:-}"
 fi
 echo
-echo "Simulated fleet: ${DEMO_DEVICES} devices enrolling into Northwind Hospitals (DEMO_DEVICES=N)"
+echo "Simulated fleet: ${DEMO_DEVICES} devices enrolling into Northwind Hospitals (DEMO_DEVICES=N);"
+echo "one loses power every 2 minutes: see Alerts and the bell as owner@northwind.example"
 echo
 .venv/bin/honcho start -f var/run/Procfile.demo -d .

@@ -164,6 +164,13 @@ def _write(latest: dict[uuid.UUID, tuple[str, datetime]]) -> list[Changed]:
     return sorted((Changed(*row) for row in rows), key=lambda change: change.id)
 
 
+def emit_changes(changed: list[Changed]) -> None:
+    """Write one ``device.online`` / ``device.offline`` event per change in the caller's
+    transaction: the same events whoever changed the connectivity (this worker, or the heartbeat
+    sweeper ``apps.telemetry.wellness``)."""
+    _emit(changed)
+
+
 def _emit(changed: list[Changed]) -> None:
     for state in (Connectivity.ONLINE, Connectivity.OFFLINE):
         emit_many(

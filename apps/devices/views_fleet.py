@@ -25,6 +25,7 @@ from apps.accounts.models import Organization
 from apps.accounts.portal import organization_for, require_perm
 from apps.core.scoping import organization_ids_under
 from apps.profiles.models import DeviceProfile
+from apps.telemetry.views_wellness import annotate_wellness
 
 from .choices import Connectivity, DeviceState
 from .models import Device
@@ -34,7 +35,7 @@ from .views_fleet_keyset import keyset_page
 
 PAGE_SIZE = 50
 PROFILE_CHOICES_LIMIT = 200
-FILTER_KEYS = ("search", "state", "connectivity", "profile", "tags", "firmware", "sort")
+FILTER_KEYS = ("search", "state", "connectivity", "health", "profile", "tags", "firmware", "sort")
 
 
 def actor_of(request: HttpRequest) -> Any:
@@ -113,6 +114,8 @@ def _list_context(request: HttpRequest, organization: Organization) -> dict[str,
     elif form.is_bound:
         queryset = queryset.none()
     sort = form.sort_key() if form.is_bound and form.is_valid() else "newest"
+    health = form.cleaned_data.get("health", "") if form.is_bound and form.is_valid() else ""
+    queryset = annotate_wellness(queryset, health=health)  # the health column (and filter)
     page = keyset_page(queryset, sort=sort, cursor=request.GET.get("cursor", ""), size=PAGE_SIZE)
     return {
         "organization": organization,

@@ -21,6 +21,7 @@ from django.views.decorators.http import require_POST
 
 from apps.accounts.models import Organization
 from apps.accounts.portal import organization_for
+from apps.telemetry.views_wellness import device_wellness
 
 from . import lifecycle, selectors
 from .choices import GroupKind
@@ -142,6 +143,7 @@ def _context(request: HttpRequest, organization: Organization, device: Device) -
         "map_tiles": getattr(settings, "FLEET_MAP_TILE_URL", ""),
         "live_labels": live_labels(),
         "credentials": _credentials(actor, device),
+        "wellness": device_wellness(device),
     }
 
 

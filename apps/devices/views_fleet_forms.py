@@ -6,6 +6,8 @@ from typing import Any
 
 from django import forms
 
+from apps.telemetry.choices import Health
+
 from .choices import Connectivity, DeviceState
 from .views_fleet_keyset import SORT_LABELS
 
@@ -30,6 +32,7 @@ class FleetFilterForm(forms.Form):
     )
     state = forms.ChoiceField(required=False, choices=ANY + list(DeviceState.choices))
     connectivity = forms.ChoiceField(required=False, choices=ANY + list(Connectivity.choices))
+    health = forms.ChoiceField(required=False, choices=ANY + list(Health.choices))
     profile = forms.ChoiceField(required=False, choices=ANY)
     tags = forms.CharField(required=False, max_length=300, help_text="All of, comma-separated")
     firmware = forms.CharField(required=False, max_length=64)

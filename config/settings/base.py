@@ -41,6 +41,9 @@ LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 OUTBOX_MAX_ATTEMPTS = env.int("OUTBOX_MAX_ATTEMPTS", default=10)
 OUTBOX_LEASE_SECONDS = env.int("OUTBOX_LEASE_SECONDS", default=60)
 TEST_DATABASE_NAME = env.str("TEST_DATABASE_NAME", default="test_fleetops")
+# Notification channels may post to loopback / private / link-local addresses only when this
+# is true; unset: only with DEBUG (SSRF, docs/notifications.md).
+NOTIFY_ALLOW_PRIVATE_ADDRESSES = env.bool("NOTIFY_ALLOW_PRIVATE_ADDRESSES", default=None)
 
 # --- PKI, broker and enrollment (docs/operations.md, docs/device-protocol.md) -----------------
 # CA private keys are stored encrypted with a key derived from this secret (SECRET_KEY if unset).
@@ -61,15 +64,35 @@ MQTT_TOKEN_PORT = env.int("MQTT_TOKEN_PORT", default=8884)  # TLS + device token
 MQTT_BROKER_DIR = env.str("MQTT_BROKER_DIR", default=str(VAR_DIR / "mosquitto" / "fleetops"))
 MQTT_BROKER_PIDFILE = env.str("MQTT_BROKER_PIDFILE", default="")  # SIGHUP after a sync
 MQTT_MAX_MESSAGE_BYTES = env.int("MQTT_MAX_MESSAGE_BYTES", default=262_144)
-# The reverse proxy's verified client certificate (nginx: $ssl_client_escaped_cert), trusted
-# only from these addresses (deploy/nginx/fleetops.conf).
-DEVICE_CERT_HEADER = env.str("DEVICE_CERT_HEADER", default="X-SSL-Client-Cert")
 # The device listeners' ACL as a Mosquitto plugin that reports what it refuses (built at
 # broker_config; off or unbuildable: the same ACL as a pattern file, refusals unreported).
 MQTT_ACL_PLUGIN = env.bool("MQTT_ACL_PLUGIN", default=True)
+# The reverse proxy's verified client certificate (nginx: $ssl_client_escaped_cert), trusted
+# only from these addresses (deploy/nginx/fleetops.conf).
+DEVICE_CERT_HEADER = env.str("DEVICE_CERT_HEADER", default="X-SSL-Client-Cert")
 DEVICE_TRUSTED_PROXIES = env.list("DEVICE_TRUSTED_PROXIES", default=["127.0.0.1", "::1"])
 ENROLL_RATE_PER_SOURCE = env.int("ENROLL_RATE_PER_SOURCE", default=120)  # per minute
 ENROLL_RATE_PER_TOKEN = env.int("ENROLL_RATE_PER_TOKEN", default=600)  # per minute
+
+# --- telemetry (docs/telemetry.md) -------------------------------------------------------------
+# Accepted device timestamps: [now - MAX_AGE (never before the oldest partition), now + FUTURE].
+TELEMETRY_MAX_AGE = timedelta(days=env.int("TELEMETRY_MAX_AGE_DAYS", default=7))
+TELEMETRY_MAX_FUTURE = timedelta(seconds=env.int("TELEMETRY_MAX_FUTURE_SECONDS", default=300))
+TELEMETRY_MAX_SAMPLES_PER_MESSAGE = env.int("TELEMETRY_MAX_SAMPLES_PER_MESSAGE", default=1000)
+TELEMETRY_DEVICE_CACHE_SECONDS = env.float("TELEMETRY_DEVICE_CACHE_SECONDS", default=10.0)
+# last_seen_at moves only when it is this much older than a batch's newest message
+TELEMETRY_LAST_SEEN_GRANULARITY = timedelta(
+    seconds=env.int("TELEMETRY_LAST_SEEN_GRANULARITY_SECONDS", default=15)
+)
+TELEMETRY_PARTITIONS_AHEAD = env.int("TELEMETRY_PARTITIONS_AHEAD", default=7)
+# Retention until plans exist (billing issue): a default and a per-organization override.
+TELEMETRY_RETENTION_DAYS = env.int("TELEMETRY_RETENTION_DAYS", default=30)
+TELEMETRY_RETENTION_DAYS_BY_ORGANIZATION: dict[str, int] = {
+    slug: int(days)
+    for slug, days in env.dict("TELEMETRY_RETENTION_DAYS_BY_ORGANIZATION", default={}).items()
+}
+# Bearer token of GET /metrics (Prometheus); empty: the endpoint answers 404 (docs/operations.md)
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 
 if not DATABASE_URL:
     raise environ.ImproperlyConfigured(
@@ -244,6 +267,10 @@ SPECTACULAR_SETTINGS = {
         "CredentialStatusEnum": "apps.devices.choices.CredentialStatus",
         "CertificateAuthorityStatusEnum": "apps.devices.pki.external.STATUSES",
         "DeviceTokenStatusEnum": "apps.devices.pki.services.TOKEN_STATUSES",
+        "ChannelKindEnum": "apps.telemetry.choices.ChannelKind",
+        "SeverityEnum": "apps.telemetry.choices.Severity",
+        "AlertRuleKindEnum": "apps.telemetry.choices.RuleKind",
+        "AlertStatusEnum": "apps.telemetry.choices.AlertStatus",
     },
 }
 
@@ -262,6 +289,24 @@ CELERY_BEAT_SCHEDULE = {
     "devices.certificate_audit": {
         "task": "devices.certificate_audit",
         "schedule": timedelta(days=1),
+    },
+    "telemetry.maintain_partitions": {
+        "task": "telemetry.maintain_partitions",
+        "schedule": timedelta(hours=1),
+    },
+    "telemetry.heartbeat_sweep": {
+        "task": "telemetry.heartbeat_sweep",
+        "schedule": timedelta(seconds=20),
+        "options": {"expires": 20},
+    },
+    # alerting (docs/alerts.md): periodic rule kinds and state-change damping
+    **{
+        f"telemetry.alerts_{name}": {
+            "task": f"telemetry.alerts_{name}",
+            "schedule": timedelta(seconds=30),
+            "options": {"expires": 30},
+        }
+        for name in ("missing_data", "missed_heartbeats", "fleet_offline", "state_pending")
     },
 }
 

@@ -194,9 +194,10 @@ def test_a_batch_of_500_costs_a_fixed_number_of_queries(tree, django_assert_num_
     ]
     tally = Tally()
 
-    # The UPDATE and one INSERT of events per type (no consumer is registered for them), inside
-    # a SAVEPOINT / RELEASE pair here (the test's transaction; the worker's is BEGIN / COMMIT).
-    with django_assert_num_queries(5):
+    # The UPDATE, and per event type one INSERT of events and one of their deliveries (to
+    # alerting's state-change consumer), inside a SAVEPOINT / RELEASE pair here (the test's
+    # transaction; the worker's is BEGIN / COMMIT).
+    with django_assert_num_queries(7):
         changed = connectivity_apply(updates=flipped, tally=tally)
 
     assert (len(changed), tally.changed) == (500, 500)

@@ -110,7 +110,10 @@ def test_it_signs_in_with_email_and_password(tree, page):
         "Invitations",
         "API keys",
         "Audit log",
+        "Operations",
+        "Fleet dashboard",
         "Devices",
+        "Alerts",
         "Groups",
         "Transfers",
         "Profiles",
@@ -118,6 +121,9 @@ def test_it_signs_in_with_email_and_password(tree, page):
         "Import devices",
         "Enrollment",
         "Certificates",
+        "Notification channels",
+        "Dead letters",
+        "Notifications",
         "Security",
     ]
     shot("3-dashboard")

@@ -91,6 +91,7 @@ def test_it_hides_member_figures_from_a_billing_member(client, tree, people):
     response = client.get(page_url("portal:dashboard", tree["acme"]))
     assert response.status_code == 200
     assert "member_count" not in response.context
+    # no alert.view: no notifications inbox either
     assert [item["label"] for item in response.context["nav_items"]] == ["Dashboard", "Security"]
 
 
@@ -118,7 +119,10 @@ def test_it_shows_navigation_allowed_by_the_role(client, tree, people):
         ("Invitations", False),
         ("API keys", False),
         ("Audit log", False),
+        ("Operations", False),
+        ("Fleet dashboard", False),
         ("Devices", False),
+        ("Alerts", False),
         ("Groups", False),
         ("Transfers", False),
         ("Profiles", False),
@@ -126,6 +130,9 @@ def test_it_shows_navigation_allowed_by_the_role(client, tree, people):
         ("Import devices", False),
         ("Enrollment", False),
         ("Certificates", False),
+        ("Notification channels", False),
+        ("Dead letters", False),
+        ("Notifications", False),
         ("Security", False),
     ]
     client.force_login(people["approver"])
@@ -134,13 +141,18 @@ def test_it_shows_navigation_allowed_by_the_role(client, tree, people):
         "Dashboard",
         "Members",
         "Audit log",
+        "Fleet dashboard",
         "Devices",
+        "Alerts",
         "Groups",
         "Transfers",
         "Profiles",
         "Provisioning",
         "Enrollment",
         "Certificates",
+        "Notification channels",
+        "Dead letters",
+        "Notifications",
         "Security",
     ]
 

@@ -201,6 +201,8 @@ class Migration(migrations.Migration):
                 ('kind', models.CharField(choices=[('webhook', 'Webhook (Standard Webhooks)'), ('slack', 'Slack-compatible incoming webhook')], max_length=16)),
                 ('url', models.URLField(max_length=1000)),
                 ('secret_encrypted', models.BinaryField(default=b'')),
+                ('previous_secret_encrypted', models.BinaryField(default=b'')),
+                ('previous_secret_expires_at', models.DateTimeField(blank=True, editable=False, null=True)),
                 ('enabled', models.BooleanField(default=True)),
                 ('min_severity', models.CharField(choices=[('critical', 'Critical'), ('major', 'Major'), ('minor', 'Minor'), ('warning', 'Warning'), ('info', 'Info')], default='info', max_length=16)),
                 ('events', models.JSONField(blank=True, default=list)),

@@ -18,7 +18,8 @@ class AlertRule(OrganizationOwned):
     """A condition that opens an alert. Applies to the devices of its organization (and below),
     narrowed by an optional profile, group or single device.
 
-    ``condition`` holds the kind's parameters, validated by ``apps.telemetry.rules``:
+    ``condition`` holds the kind's parameters, validated by ``apps.telemetry.alerting.rules``
+    (docs/alerts.md):
 
     - threshold: ``{"metric": "temperature", "operator": "gt", "value": 80}``
       (operators gt, gte, lt, lte, eq, ne)
@@ -26,7 +27,7 @@ class AlertRule(OrganizationOwned):
     - missing_data: ``{"metric": "..." (optional), "seconds": 600}``
     - missed_heartbeats: ``{}`` (the device's heartbeat policy decides)
     - state_change: ``{"field": "connectivity" | "state", "to": "offline", "from": "" (any)}``
-    - event_match: ``{"type": "door.*", "min_severity": "error"}``
+    - event_match: ``{"type": "door.*", "min_severity": "error", "clear_type": "door.closed"}``
     - fleet_offline: ``{"percent": 20, "minutes": 10}`` (needs a profile or a group)
 
     ``open_after_seconds`` (duration) must pass with the condition true before an alert opens;

@@ -17,12 +17,16 @@ __all__ = ["Notification", "NotificationChannel", "NotificationPreference"]
 class NotificationChannel(OrganizationOwned):
     """An organization's outbound channel: a Standard Webhooks endpoint or a Slack-compatible
     incoming webhook. Each delivery is an outbox delivery (retries, backoff, dead letters).
-    ``secret`` is the Standard Webhooks signing secret (``whsec_...``), stored encrypted."""
+    ``secret`` is the Standard Webhooks signing secret (``whsec_...``), stored encrypted. After a
+    rotation the previous secret also signs (a second signature in the header) until
+    ``previous_secret_expires_at``, so receivers can switch without losing a message."""
 
     name = models.CharField(max_length=200)
     kind = models.CharField(max_length=16, choices=ChannelKind.choices)
     url = models.URLField(max_length=1000)
     secret_encrypted = models.BinaryField(default=b"", editable=False)
+    previous_secret_encrypted = models.BinaryField(default=b"", editable=False)
+    previous_secret_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
     enabled = models.BooleanField(default=True)
     min_severity = models.CharField(max_length=16, choices=Severity.choices, default=Severity.INFO)
     # event types (fnmatch patterns) this channel receives

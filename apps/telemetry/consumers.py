@@ -1,0 +1,102 @@
+"""The device telemetry websocket: live values for one device's charts.
+
+``/ws/telemetry/devices/<id>/`` authenticates the session, authorizes through the same access
+function as the API (``access_telemetry_device``: the device viewable and its telemetry
+readable), joins ``telemetry.device.<id>``, keeps the device marked as watched while open
+(``live.watch``), relays what ``live.push_latest`` sends, and does nothing else.
+
+Close codes: 4401 anonymous, 4403 an organization of the user requires MFA that the user has
+not set up (as the portal's live socket), 4404 no such device or not the user's to read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from typing import Any
+
+from allauth.mfa.models import Authenticator
+from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.http import Http404
+
+from apps.accounts.actors import actor_for_user
+from apps.accounts.services import user_mfa_required
+
+from . import live
+from .analytics_samples import access_telemetry_device
+
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_MFA_REQUIRED = 4403
+CLOSE_NOT_FOUND = 4404
+
+
+@database_sync_to_async
+def _may_read(user: Any, device_id: uuid.UUID) -> bool:
+    actor = actor_for_user(user, source="portal")
+    try:
+        access_telemetry_device(actor=actor, device_id=device_id)
+    except Http404:
+        return False
+    return True
+
+
+@database_sync_to_async
+def _lacks_required_mfa(user: Any) -> bool:
+    """The portal's rule: an organization requires MFA and the user has no authenticator."""
+    if not user_mfa_required(user):
+        return False
+    return not Authenticator.objects.filter(user=user, type=Authenticator.Type.TOTP).exists()
+
+
+class DeviceTelemetryConsumer(AsyncJsonWebsocketConsumer):
+    """One device's live latest values, for a user who may read its telemetry."""
+
+    device_id: str
+    joined = False
+    refresher: asyncio.Task[None] | None = None
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        if await _lacks_required_mfa(user):
+            await self.close(code=CLOSE_MFA_REQUIRED)
+            return
+        device_id = self.scope["url_route"]["kwargs"]["device_id"]
+        if not await _may_read(user, device_id):
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        self.device_id = str(device_id)
+        await self.channel_layer.group_add(live.device_group(self.device_id), self.channel_name)
+        await sync_to_async(live.watch)(self.device_id, self.channel_name)
+        self.joined = True
+        self.refresher = asyncio.create_task(self._keep_watching())
+        await self.accept()
+        await self.send_json({"type": "hello", "device": self.device_id})
+
+    async def _keep_watching(self) -> None:
+        """Refresh the watch entry well before it expires, while the socket stays open."""
+        while True:
+            await asyncio.sleep(live.WATCH_REFRESH_SECONDS)
+            with contextlib.suppress(Exception):  # Redis down: the next round tries again
+                await sync_to_async(live.watch)(self.device_id, self.channel_name)
+
+    async def disconnect(self, code: int) -> None:
+        if not self.joined:
+            return
+        if self.refresher is not None:
+            self.refresher.cancel()
+        await self.channel_layer.group_discard(live.device_group(self.device_id), self.channel_name)
+        with contextlib.suppress(Exception):  # the entry expires by itself anyway
+            await sync_to_async(live.unwatch)(self.device_id, self.channel_name)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        if isinstance(content, dict) and content.get("type") == "ping":
+            await self.send_json({"type": "pong"})
+
+    async def telemetry_latest(self, event: dict[str, Any]) -> None:
+        await self.send_json(event["data"])

@@ -1,0 +1,204 @@
+"""``process_batch``: a batch of raw uplink messages in, stored rows and dead letters out.
+
+In one transaction: sort the messages out (topic, device, size, JSON, counters, timestamps,
+content: ``messages``), write the new sample and event rows (``writer``: one COPY, de-duplicated
+only when needed), dead-letter the refused messages with their raw bytes, then, for the rows
+stored for the first time only (``effects``): latest values, last-seen, alert evaluation and one
+``telemetry.batch`` domain event per organization; after commit, the changed latest values are
+pushed to the browsers. A bad message never stops the others; a database error raises and
+nothing is committed (the worker acknowledges nothing and gets the batch again).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from ..choices import DeadLetterReason as Reason
+from ..live import push_latest
+from ..models import DeadLetter
+from ..types import BatchResult, Incoming
+from . import effects, messages, writer
+from .caches import DeviceInfo, Schema, caches
+from .effects import Accepted
+
+__all__ = ["Outcome", "Refusal", "process_batch", "run"]
+
+
+@dataclass(slots=True)
+class Refusal:
+    """A message the pipeline refused, before it becomes a dead letter."""
+
+    incoming: Incoming
+    info: DeviceInfo | None
+    reason: str
+    detail: str
+
+
+@dataclass
+class Outcome:
+    result: BatchResult
+    refused: list[Refusal] = field(default_factory=list)
+    pushed: dict[uuid.UUID, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What a batch checks messages against (read once per batch, not per message)."""
+
+    samples_window: messages.Window
+    events_window: messages.Window
+    max_bytes: int
+    max_samples: int
+
+
+def _limits(now: datetime) -> Limits:
+    lower, upper = now - settings.TELEMETRY_MAX_AGE, now + settings.TELEMETRY_MAX_FUTURE
+    covered = caches.covered()
+    return Limits(
+        messages.Window(lower, upper, covered["telemetry_sample"]),
+        messages.Window(lower, upper, covered["telemetry_device_event"]),
+        settings.MQTT_MAX_MESSAGE_BYTES,
+        min(settings.TELEMETRY_MAX_SAMPLES_PER_MESSAGE, 32_767),  # idx is a smallint
+    )
+
+
+def _accept(
+    incoming: Incoming, info: DeviceInfo, schema: Schema, kind: str, limits: Limits
+) -> Accepted:
+    document, boot, seq = messages.open_document(incoming, limits.max_bytes)
+    head = (info.id, boot, seq, incoming.received_at)
+    key = (incoming.topic, boot, seq)
+    if kind == "telemetry":
+        window, most = limits.samples_window, limits.max_samples
+        rows = messages.telemetry_rows(document, head, schema, info.strict, window, most)
+        return Accepted(incoming, info, key, False, rows, [])
+    if kind == "heartbeat":
+        rows = messages.heartbeat_rows(document, head, limits.samples_window)
+        return Accepted(incoming, info, key, True, rows, [])
+    rows = messages.event_rows(document, head, limits.events_window)
+    return Accepted(incoming, info, key, False, [], rows)
+
+
+def sort_out(batch: Sequence[Incoming], now: datetime) -> list[Accepted | Refusal]:
+    """Each message, in batch order, as the rows it stores or the reason it is refused."""
+    topics = [messages.parse_topic(incoming.topic) for incoming in batch]
+    infos = caches.lookup({topic[0] for topic in topics if topic is not None})
+    schemas = {key: caches.schema(info) for key, info in infos.items()}
+    limits = _limits(now)
+    sorted_out: list[Accepted | Refusal] = []
+    for incoming, topic in zip(batch, topics, strict=True):
+        if topic is None:
+            detail = f"not devices/<id>/telemetry|heartbeat|events: {incoming.topic[:200]!r}"
+            sorted_out.append(Refusal(incoming, None, Reason.BAD_TOPIC.value, detail))
+            continue
+        key = topic[0]
+        info = infos.get(key)
+        try:
+            info = messages.check_device(info, key)
+            sorted_out.append(_accept(incoming, info, schemas[key], topic[1], limits))
+        except messages.Refused as refused:
+            sorted_out.append(Refusal(incoming, info, refused.reason, refused.detail))
+    return sorted_out
+
+
+def _rows(accepted: list[Accepted]) -> tuple[list[Any], list[Any], bool]:
+    """All the rows to write, and whether the batch repeats a message (a redelivery within the
+    batch: its rows are then left out after their first occurrence)."""
+    repeats = len({item.key for item in accepted}) < len(accepted)
+    if not repeats:
+        return (
+            [r for i in accepted for r in i.samples],
+            [r for i in accepted for r in i.events],
+            False,
+        )
+    unique_samples: dict[tuple[Any, ...], Any] = {}
+    unique_events: dict[tuple[Any, ...], Any] = {}
+    for item in accepted:
+        for row in item.samples:
+            unique_samples.setdefault(row[:6], row)
+        for row in item.events:
+            unique_events.setdefault(row[:4], row)
+    return list(unique_samples.values()), list(unique_events.values()), True
+
+
+def _write(accepted: list[Accepted]) -> list[Accepted]:
+    """Write the rows; returns the messages that stored something, each keeping only the rows
+    stored now (the others were there already)."""
+    samples, events, repeats = _rows(accepted)
+    stored_samples = writer.write(writer.SAMPLES, samples)
+    stored_events = writer.write(writer.EVENTS, events)
+    if not repeats and len(stored_samples) == len(samples) and len(stored_events) == len(events):
+        return accepted
+    new = {id(row) for row in stored_samples} | {id(row) for row in stored_events}
+    for item in accepted:
+        item.samples = [row for row in item.samples if id(row) in new]
+        item.events = [row for row in item.events if id(row) in new]
+    return [item for item in accepted if item.samples or item.events]
+
+
+def run(batch: Sequence[Incoming], now: datetime) -> Outcome:
+    """Everything ``process_batch`` does except writing the dead letters and the push (the
+    caller's choice: a replay updates the dead letter it replays). Call inside a transaction."""
+    outcome = Outcome(result=BatchResult(received=len(batch)))
+    accepted: list[Accepted] = []
+    for item in sort_out(batch, now):
+        if type(item) is Accepted:
+            accepted.append(item)
+        else:
+            outcome.refused.append(item)  # type: ignore[arg-type]
+    stored = _write(accepted)
+    result = outcome.result
+    result.duplicates = len(accepted) - len(stored)
+    outcome.pushed = effects.apply(stored, now, result)
+    return outcome
+
+
+def record_dead_letters(refused: list[Refusal], result: BatchResult) -> None:
+    """Write the refused messages as dead letters (one statement) and count them."""
+    if not refused:
+        return
+    DeadLetter.objects.bulk_create(
+        DeadLetter(
+            received_at=refusal.incoming.received_at,
+            organization_id=refusal.info.organization_id if refusal.info else None,
+            device_id=refusal.info.id if refusal.info else None,
+            source=refusal.incoming.source,
+            topic=refusal.incoming.topic[:300],
+            reason=refusal.reason,
+            detail=refusal.detail[:4000],
+            payload=refusal.incoming.payload,
+        )
+        for refusal in refused
+    )
+    result.dead_lettered = len(refused)
+    for refusal in refused:
+        result.by_reason[refusal.reason] = result.by_reason.get(refusal.reason, 0) + 1
+
+
+def process_batch(messages: Sequence[Incoming]) -> BatchResult:
+    """Store a batch of uplink messages in one transaction (see the module docstring).
+
+    Returns the counts; refused messages are dead-lettered, never raised. Raises only on
+    database errors, with nothing committed."""
+    if not messages:
+        return BatchResult()
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            outcome = run(messages, now)
+            record_dead_letters(outcome.refused, outcome.result)
+            if outcome.pushed:
+                transaction.on_commit(partial(push_latest, outcome.pushed))
+    except Exception:
+        caches.forget_partitions()
+        raise
+    return outcome.result
