@@ -216,7 +216,7 @@ def main() -> int:
     parser.add_argument("--devices", type=int)
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--protocol", choices=["3.1.1", "5"], default="3.1.1")
-    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--only", action="append", choices=["bare", "ingest", "kill"])
     arguments = parser.parse_args()
     scale = SCALES[arguments.scale]

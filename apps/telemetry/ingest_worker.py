@@ -83,7 +83,7 @@ Received = tuple[mqtt.MQTTMessage, float, int]
 class WorkerConfig:
     url: str  # MQTT_URL: the platform account on the platform listener
     name: str  # stable per worker: the MQTT session is tied to it
-    batch_size: int = 1000
+    batch_size: int = 5000
     max_wait: float = 0.2
     session_expiry: int = 30 * 24 * 3600  # as long as the broker keeps a session at all
     uplinks: bool = True

@@ -104,7 +104,7 @@ def test_the_configuration_has_three_listeners_and_deliberate_queue_settings(
         "max_queued_messages 1000000",
         "max_queued_bytes 1073741824",
         "queue_qos0_messages false",
-        "max_inflight_messages 1000",
+        "max_inflight_messages 10000",
         "max_packet_size 327680",
         "set_tcp_nodelay true",
         f"log_dest file {tmp_path}/broker.log",

@@ -24,7 +24,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--name", default="", help="worker name (default: <host>-<index>)")
         parser.add_argument("--index", type=int, default=0, help="worker number on this host")
-        parser.add_argument("--batch-size", type=int, default=1000)
+        parser.add_argument("--batch-size", type=int, default=5000)
         parser.add_argument(
             "--max-wait-ms", type=int, default=200, help="longest wait to fill a batch"
         )
