@@ -27,7 +27,7 @@ def _visible_organizations(user: Any) -> dict[str, frozenset[str]]:
 
 
 @database_sync_to_async
-def _lacks_required_mfa(user: Any) -> bool:
+def lacks_required_mfa(user: Any) -> bool:
     """The portal's rule (``MFARequiredMiddleware``): an organization of the user requires MFA
     and the user has no authenticator app, so allauth could not have asked for a code."""
     if not user_mfa_required(user):
@@ -53,7 +53,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         if user is None or not user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
-        if await _lacks_required_mfa(user):
+        if await lacks_required_mfa(user):
             await self.close(code=CLOSE_MFA_REQUIRED)
             return
         self.permissions = await _visible_organizations(user)

@@ -16,14 +16,13 @@ import contextlib
 import uuid
 from typing import Any
 
-from allauth.mfa.models import Authenticator
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.http import Http404
 
 from apps.accounts.actors import actor_for_user
-from apps.accounts.services import user_mfa_required
+from apps.accounts.consumers import lacks_required_mfa
 
 from . import live
 from .analytics_samples import access_telemetry_device
@@ -43,14 +42,6 @@ def _may_read(user: Any, device_id: uuid.UUID) -> bool:
     return True
 
 
-@database_sync_to_async
-def _lacks_required_mfa(user: Any) -> bool:
-    """The portal's rule: an organization requires MFA and the user has no authenticator."""
-    if not user_mfa_required(user):
-        return False
-    return not Authenticator.objects.filter(user=user, type=Authenticator.Type.TOTP).exists()
-
-
 class DeviceTelemetryConsumer(AsyncJsonWebsocketConsumer):
     """One device's live latest values, for a user who may read its telemetry."""
 
@@ -63,7 +54,7 @@ class DeviceTelemetryConsumer(AsyncJsonWebsocketConsumer):
         if user is None or not user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
-        if await _lacks_required_mfa(user):
+        if await lacks_required_mfa(user):
             await self.close(code=CLOSE_MFA_REQUIRED)
             return
         device_id = self.scope["url_route"]["kwargs"]["device_id"]
