@@ -21,7 +21,8 @@ Rules, in order, for each metric whose ``source`` is present in the payload:
 3. unit conversion (numeric types only): ``{"from": u, "to": v}`` between units of one
    dimension in ``UNITS`` (``to`` defaults to the metric's ``unit``), or a linear
    ``{"scale": a, "offset": b}`` (``value * a + b``). A converted value keeps 12 significant
-   digits; an ``int`` metric is then rounded to the nearest integer;
+   digits (an unconverted one is kept exactly as sent: a coordinate's 15 digits stay); an
+   ``int`` metric is then rounded to the nearest integer;
 4. range check against ``min`` / ``max``.
 
 A value that fails any step adds one message to ``errors`` (never an exception) and is not
@@ -299,7 +300,8 @@ def _scaled(metric: CompiledMetric, number: float | int, raw: Any) -> float | in
         raise _Refused(f"{raw!r} is out of range") from None
     if not math.isfinite(value):
         raise _Refused(f"{raw!r} is out of range")
-    value = float(f"{value:.12g}")  # drop binary noise: 3300 mV -> 3.3 V, not 3.3000000000000003
+    if not identity:  # drop binary noise: 3300 mV -> 3.3 V, not 3.3000000000000003
+        value = float(f"{value:.12g}")
     return round(value) if metric.type == "int" else value
 
 

@@ -11,7 +11,7 @@ from typing import Any
 __all__ = ["BatchResult", "Incoming", "StoredEvent", "StoredSample"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Incoming:
     """One raw uplink message as it arrived: MQTT (``ref`` = the worker's message id) or the
     HTTPS device API (``ref`` = the queued ``UplinkMessage`` id)."""
@@ -23,7 +23,7 @@ class Incoming:
     ref: Any = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StoredSample:
     """A sample the pipeline stored for the first time (duplicates never get here)."""
 
@@ -40,7 +40,7 @@ class StoredSample:
     received_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StoredEvent:
     """A device event the pipeline stored for the first time."""
 

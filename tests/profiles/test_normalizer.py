@@ -134,6 +134,19 @@ def test_an_int_metric_is_rounded_after_conversion():
     assert normalize({"uptime": "1600"}, schema).metrics == {"uptime": 2}
 
 
+def test_an_unconverted_float_is_kept_exactly_as_sent_and_a_converted_one_to_12_digits():
+    schema = {
+        "metrics": [
+            {"name": "latitude", "type": "float"},
+            {"name": "volts", "type": "float", "convert": {"scale": 0.001}},
+        ]
+    }
+    found = normalize({"latitude": 52.52000812345678, "volts": 3300, "zero": -0.0}, schema)
+    assert found.metrics == {"latitude": 52.52000812345678, "volts": 3.3}
+    found = normalize({"latitude": -0.0}, schema)
+    assert repr(found.metrics["latitude"]) == "0.0"
+
+
 def test_it_validates_a_schema():
     schema = {
         "metrics": [

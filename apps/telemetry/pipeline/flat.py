@@ -49,7 +49,6 @@ def _value(kind: str, raw: Any, minimum: float | None, maximum: float | None) ->
         elif raw_type is not int or not -(2**53) <= raw <= 2**53:
             return _SLOW
         value: Any = float(raw) * 1.0 + 0.0  # the same operations as normalize (-0.0 -> 0.0)
-        value = float(f"{value:.12g}")
     elif kind == "int":
         if raw_type is not int:
             return _SLOW
@@ -81,7 +80,7 @@ def normalize_fast(
             unknown[key] = raw
             continue
         if spec[1] == "float" and type(raw) is float and math.isfinite(raw):  # the usual case
-            value = float(f"{raw * 1.0 + 0.0:.12g}")
+            value = raw + 0.0  # as normalize: no conversion, no rounding; -0.0 -> 0.0
             low, high = spec[2], spec[3]
             if (low is None or value >= low) and (high is None or value <= high):
                 metrics[spec[0]] = value
