@@ -5,29 +5,23 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from cryptography.fernet import Fernet
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from django.conf import settings
+
+from apps.core import crypto
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 MIN_RSA_BITS = 2048
 MIN_EC_BITS = 256
 ACCEPTED_CURVES = ("secp256r1", "secp384r1", "secp521r1")
+# The HKDF label of the key that encrypts CA private keys (apps.core.crypto): stored keys were
+# encrypted under it, so it never changes.
+PURPOSE = "fleetops-pki-keys"
 
 
 def generate() -> ec.EllipticCurvePrivateKey:
     """A CA or server key: ECDSA P-256 (small, fast, accepted by every MQTT TLS stack)."""
     return ec.generate_private_key(ec.SECP256R1())
-
-
-def _fernet() -> Fernet:
-    secret = (settings.PKI_KEY_ENCRYPTION_KEY or settings.SECRET_KEY).encode()
-    derived = HKDF(
-        algorithm=hashes.SHA256(), length=32, salt=None, info=b"fleetops-pki-keys"
-    ).derive(secret)
-    return Fernet(base64.urlsafe_b64encode(derived))
 
 
 def encrypt(key: Any) -> bytes:
@@ -37,11 +31,12 @@ def encrypt(key: Any) -> bytes:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    return _fernet().encrypt(der)
+    return crypto.encrypt(der, purpose=PURPOSE)
 
 
 def decrypt(blob: bytes | memoryview) -> Any:
-    return serialization.load_der_private_key(_fernet().decrypt(bytes(blob)), password=None)
+    """The private key ``encrypt`` stored."""
+    return serialization.load_der_private_key(crypto.decrypt(blob, purpose=PURPOSE), password=None)
 
 
 def describe(public_key: Any) -> tuple[str, int]:

@@ -1,9 +1,7 @@
 """Channel signing secrets: generated, shown once, stored encrypted.
 
-The PKI helper (``apps.devices.pki.keys``) encrypts private keys with a private, PKI-labelled
-Fernet key and serializes DER keys, so it is not reused as such. This module derives its own
-Fernet key from the same root secret (``PKI_KEY_ENCRYPTION_KEY``, else ``SECRET_KEY``) with a
-different HKDF label: one secret for operators to keep, separate keys per purpose.
+Encrypted with ``apps.core.crypto`` under this module's own purpose label: the same root secret
+as the CA keys (``PKI_KEY_ENCRYPTION_KEY``, else ``SECRET_KEY``), a different derived key.
 """
 
 from __future__ import annotations
@@ -11,13 +9,13 @@ from __future__ import annotations
 import base64
 import secrets as random
 
-from cryptography.fernet import Fernet
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from django.conf import settings
+from apps.core import crypto
 
 PREFIX = "whsec_"
 SECRET_BYTES = 32  # Standard Webhooks: 24 to 64 bytes
+# The HKDF label of the key that encrypts the stored secrets: it never changes, or they become
+# unreadable.
+PURPOSE = "fleetops-notification-secrets"
 
 
 def generate() -> str:
@@ -25,19 +23,12 @@ def generate() -> str:
     return PREFIX + base64.b64encode(random.token_bytes(SECRET_BYTES)).decode()
 
 
-def _fernet() -> Fernet:
-    root = (settings.PKI_KEY_ENCRYPTION_KEY or settings.SECRET_KEY).encode()
-    derived = HKDF(
-        algorithm=hashes.SHA256(), length=32, salt=None, info=b"fleetops-notification-secrets"
-    ).derive(root)
-    return Fernet(base64.urlsafe_b64encode(derived))
-
-
 def encrypt(secret: str) -> bytes:
-    return _fernet().encrypt(secret.encode())
+    """``secret`` encrypted for storage."""
+    return crypto.encrypt(secret.encode(), purpose=PURPOSE)
 
 
 def decrypt(blob: bytes | memoryview) -> str:
     """The stored secret in clear; "" when none is stored."""
     data = bytes(blob)
-    return _fernet().decrypt(data).decode() if data else ""
+    return crypto.decrypt(data, purpose=PURPOSE).decode() if data else ""
