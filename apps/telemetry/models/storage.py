@@ -10,6 +10,8 @@ de-duplication key and also serves "one device over a time range" reads.
 
 from __future__ import annotations
 
+import hashlib
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -20,6 +22,8 @@ from apps.core.scoping import ScopedManager
 from ..choices import DeadLetterReason, DeadLetterStatus, SampleKind, Source
 
 __all__ = ["DeadLetter", "DeviceEvent", "LatestValues", "TelemetrySample"]
+
+TOPIC_LENGTH = 300  # a dead letter's topic is kept up to this many characters
 
 
 class TelemetrySample(models.Model):
@@ -109,7 +113,11 @@ class LatestValues(models.Model):
 
 class DeadLetter(models.Model):
     """A message the pipeline could not store, kept with its reason and raw bytes: counted,
-    inspectable, replayable (after a profile fix) or discarded, never dropped silently."""
+    inspectable, replayable (after a profile fix) or discarded, never dropped silently.
+
+    ``digest`` identifies the message (``message_digest`` of its topic and bytes), so a message
+    redelivered after a crash between commit and acknowledgement makes no second dead letter.
+    It is NULL on rows the pipeline did not write (by hand, or duplicates older than it)."""
 
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     received_at = models.DateTimeField(default=timezone.now)
@@ -121,10 +129,11 @@ class DeadLetter(models.Model):
         "devices.Device", on_delete=models.CASCADE, null=True, blank=True, related_name="+"
     )
     source = models.CharField(max_length=8, choices=Source.choices, default=Source.MQTT)
-    topic = models.CharField(max_length=300)
+    topic = models.CharField(max_length=TOPIC_LENGTH)
     reason = models.CharField(max_length=32, choices=DeadLetterReason.choices)
     detail = models.TextField(blank=True)
     payload = models.BinaryField()
+    digest = models.BinaryField(max_length=32, null=True, blank=True, editable=False)
     status = models.CharField(
         max_length=16, choices=DeadLetterStatus.choices, default=DeadLetterStatus.NEW
     )
@@ -143,6 +152,7 @@ class DeadLetter(models.Model):
 
     class Meta:
         ordering = ["-received_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["digest"], name="telemetry_dl_digest")]
         indexes = [
             models.Index(fields=["organization", "-received_at"], name="telemetry_dl_org"),
             models.Index(
@@ -154,3 +164,10 @@ class DeadLetter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.reason} {self.topic}"
+
+    @staticmethod
+    def message_digest(topic: str, payload: bytes) -> bytes:
+        """SHA-256 of the stored topic, a NUL (never in a topic) and the raw payload. Devices
+        number every message (``boot``, ``seq``), so the same bytes on the same topic are the
+        same message sent again. Migration 0003 computes the same digest in SQL."""
+        return hashlib.sha256(topic[:TOPIC_LENGTH].encode() + b"\0" + payload).digest()

@@ -24,9 +24,8 @@ from django.utils import timezone
 
 from ..choices import DeadLetterReason as Reason
 from ..live import push_latest
-from ..models import DeadLetter
 from ..types import BatchResult, Incoming
-from . import effects, messages, writer
+from . import dead_letter_writer, effects, messages, writer
 from .caches import DeviceInfo, Schema, caches
 from .effects import Accepted
 
@@ -163,24 +162,28 @@ def run(batch: Sequence[Incoming], now: datetime) -> Outcome:
 
 
 def record_dead_letters(refused: list[Refusal], result: BatchResult) -> None:
-    """Write the refused messages as dead letters (one statement) and count them."""
+    """Write the refused messages as dead letters (one statement) and count them. A message
+    that is a dead letter already (a redelivery: same topic and bytes) counts as a duplicate."""
     if not refused:
         return
-    DeadLetter.objects.bulk_create(
-        DeadLetter(
+    rows = [
+        dead_letter_writer.Row(
             received_at=refusal.incoming.received_at,
             organization_id=refusal.info.organization_id if refusal.info else None,
             device_id=refusal.info.id if refusal.info else None,
             source=refusal.incoming.source,
-            topic=refusal.incoming.topic[:300],
+            topic=refusal.incoming.topic,
             reason=refusal.reason,
-            detail=refusal.detail[:4000],
+            detail=refusal.detail,
             payload=refusal.incoming.payload,
         )
         for refusal in refused
-    )
-    result.dead_lettered = len(refused)
-    for refusal in refused:
+    ]
+    for refusal, new in zip(refused, dead_letter_writer.insert(rows), strict=True):
+        if not new:
+            result.duplicates += 1
+            continue
+        result.dead_lettered += 1
         result.by_reason[refusal.reason] = result.by_reason.get(refusal.reason, 0) + 1
 
 
