@@ -3,6 +3,7 @@ sibling, the inbox that only ever shows its owner's notifications, and the prefe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import time
 from typing import Any
 
@@ -18,8 +19,11 @@ from apps.telemetry.notify.fanout import channel_consumer
 from tests.authz import (
     ROLES,
     SESSION,
+    Attempt,
     Call,
     Case,
+    Principal,
+    World,
     assert_authz_matrix,
     authz_world,
     build_world,
@@ -40,6 +44,37 @@ VIEWERS = {Role.OWNER, Role.ADMIN, Role.OPERATOR, Role.APPROVER, Role.TECHNICIAN
 EDITORS = {Role.OWNER, Role.ADMIN}
 HOOK = "http://127.0.0.1:9/hooks/fleetops"
 
+Check = Callable[..., None]
+
+
+def answers(expected: Callable[[Attempt], Any]) -> Callable[[Attempt, Any], None]:
+    """An ``expect`` asserting that the response body is exactly ``expected(attempt)``."""
+
+    def expect(attempt: Attempt, response: Any) -> None:
+        assert response.json() == expected(attempt)
+
+    return expect
+
+
+@pytest.fixture
+def session_world(tree) -> World:
+    """Every role on acme and globex as portal sessions (the inbox and the preferences are
+    people's; the channel matrices run with API keys too, through ``authz_world``)."""
+    return build_world(tree, kind=SESSION)
+
+
+@pytest.fixture
+def owner(session_world) -> APIClient:
+    return session_world.members[Role.OWNER].client
+
+
+@pytest.fixture
+def viewer(session_world) -> Principal:
+    return session_world.members[Role.VIEWER]
+
+
+# --- channels ----------------------------------------------------------------------------------
+
 
 def channel_json(channel: NotificationChannel) -> dict[str, Any]:
     channel.refresh_from_db()
@@ -59,7 +94,7 @@ def channel_json(channel: NotificationChannel) -> dict[str, Any]:
     }
 
 
-def retail_channel(world) -> NotificationChannel:
+def retail_channel(world: World) -> NotificationChannel:
     return services.channel_create(
         actor=SYSTEM,
         organization=world.tree["retail"],
@@ -71,7 +106,7 @@ def retail_channel(world) -> NotificationChannel:
     ).channel
 
 
-def channels_state(attempt) -> list[tuple[Any, ...]]:
+def channels_state(attempt: Attempt) -> list[tuple[Any, ...]]:
     return list(
         NotificationChannel.objects.order_by("id").values_list(
             "id", "name", "url", "enabled", "min_severity", "events", "secret_encrypted"
@@ -79,44 +114,51 @@ def channels_state(attempt) -> list[tuple[Any, ...]]:
     )
 
 
-# --- channels ----------------------------------------------------------------------------------
+def pager(organization: Any, **fields: Any) -> dict[str, Any]:
+    """A create request for a webhook channel "Pager" of ``organization``."""
+    return {
+        "organization": str(organization.pk),
+        "name": "Pager",
+        "kind": "webhook",
+        "url": HOOK,
+        **fields,
+    }
 
 
-def test_list_matrix(authz_world):
-    def expect(attempt, response):
-        assert response.json()["results"] == [channel_json(attempt.target)]
+@pytest.fixture
+def channel_matrix(authz_world) -> Check:
+    """Runs a channel endpoint's matrix (sessions, then API keys): the target is retail's
+    channel and no refusal may change any channel row, unless the case says otherwise."""
 
-    assert_authz_matrix(
-        authz_world,
-        Case(
-            permission="notificationchannel.view",
-            allowed=VIEWERS,
-            setup=retail_channel,
-            request=lambda a: Call("get", URL, {"organization": str(a.target.organization_id)}),
-            expect=expect,
-            listing=True,
+    def check(**case: Any) -> None:
+        defaults: dict[str, Any] = {"setup": retail_channel, "state": channels_state}
+        assert_authz_matrix(authz_world, Case(**(defaults | case)))
+
+    return check
+
+
+def test_list_matrix(channel_matrix):
+    channel_matrix(
+        permission="notificationchannel.view",
+        allowed=VIEWERS,
+        request=lambda a: Call("get", URL, {"organization": str(a.target.organization_id)}),
+        expect=answers(
+            lambda a: {"next": None, "previous": None, "results": [channel_json(a.target)]}
         ),
+        listing=True,
     )
 
 
-def test_retrieve_matrix(authz_world):
-    def expect(attempt, response):
-        assert response.json() == channel_json(attempt.target)
-        assert "secret" not in response.json()
-
-    assert_authz_matrix(
-        authz_world,
-        Case(
-            permission="notificationchannel.view",
-            allowed=VIEWERS,
-            setup=retail_channel,
-            request=lambda a: Call("get", f"{URL}{a.target.pk}/"),
-            expect=expect,
-        ),
+def test_retrieve_matrix(channel_matrix):
+    channel_matrix(
+        permission="notificationchannel.view",
+        allowed=VIEWERS,
+        request=lambda a: Call("get", f"{URL}{a.target.pk}/"),
+        expect=answers(lambda a: channel_json(a.target)),  # no "secret" key
     )
 
 
-def test_create_matrix(authz_world):
+def test_create_matrix(channel_matrix, authz_world):
     retail = authz_world.tree["retail"]
 
     def expect(attempt, response):
@@ -134,31 +176,21 @@ def test_create_matrix(authz_world):
         assert (audit.object_id, audit.actor_label) == (str(channel.pk), attempt.principal.label)
         assert secret not in str(audit.changes)
 
-    assert_authz_matrix(
-        authz_world,
-        Case(
-            permission="notificationchannel.add",
-            allowed=EDITORS,
-            request=lambda a: Call(
-                "post",
-                URL,
-                {
-                    "organization": str(retail.pk),
-                    "name": "Pager",
-                    "kind": "webhook",
-                    "url": HOOK,
-                    "min_severity": "minor",
-                    "events": ["alert.resolved", "alert.opened"],
-                },
-            ),
-            status=201,
-            state=channels_state,
-            expect=expect,
+    channel_matrix(
+        permission="notificationchannel.add",
+        allowed=EDITORS,
+        setup=None,
+        request=lambda a: Call(
+            "post",
+            URL,
+            pager(retail, min_severity="minor", events=["alert.resolved", "alert.opened"]),
         ),
+        status=201,
+        expect=expect,
     )
 
 
-def test_update_matrix(authz_world):
+def test_update_matrix(channel_matrix):
     def expect(attempt, response):
         assert response.json() == channel_json(attempt.target)
         assert (attempt.target.name, attempt.target.enabled) == ("Ops pager", False)
@@ -167,41 +199,31 @@ def test_update_matrix(authz_world):
             "enabled": [True, False],
         }
 
-    assert_authz_matrix(
-        authz_world,
-        Case(
-            permission="notificationchannel.change",
-            allowed=EDITORS,
-            setup=retail_channel,
-            request=lambda a: Call(
-                "patch", f"{URL}{a.target.pk}/", {"name": "Ops pager", "enabled": False}
-            ),
-            state=channels_state,
-            expect=expect,
+    channel_matrix(
+        permission="notificationchannel.change",
+        allowed=EDITORS,
+        request=lambda a: Call(
+            "patch", f"{URL}{a.target.pk}/", {"name": "Ops pager", "enabled": False}
         ),
+        expect=expect,
     )
 
 
-def test_delete_matrix(authz_world):
+def test_delete_matrix(channel_matrix):
     def expect(attempt, response):
         assert NotificationChannel.objects.filter(pk=attempt.target.pk).exists() is False
         assert last_audit("notificationchannel.delete").object_id == str(attempt.target.pk)
 
-    assert_authz_matrix(
-        authz_world,
-        Case(
-            permission="notificationchannel.delete",
-            allowed=EDITORS,
-            setup=retail_channel,
-            request=lambda a: Call("delete", f"{URL}{a.target.pk}/"),
-            status=204,
-            state=channels_state,
-            expect=expect,
-        ),
+    channel_matrix(
+        permission="notificationchannel.delete",
+        allowed=EDITORS,
+        request=lambda a: Call("delete", f"{URL}{a.target.pk}/"),
+        status=204,
+        expect=expect,
     )
 
 
-def test_rotate_secret_matrix(authz_world):
+def test_rotate_secret_matrix(channel_matrix):
     def expect(attempt, response):
         body = response.json()
         secret = body.pop("secret")
@@ -211,20 +233,15 @@ def test_rotate_secret_matrix(authz_world):
         assert channel.previous_secret_expires_at is not None
         assert last_audit("notificationchannel.rotate_secret").object_id == str(channel.pk)
 
-    assert_authz_matrix(
-        authz_world,
-        Case(
-            permission="notificationchannel.change",
-            allowed=EDITORS,
-            setup=retail_channel,
-            request=lambda a: Call("post", f"{URL}{a.target.pk}/rotate-secret/"),
-            state=channels_state,
-            expect=expect,
-        ),
+    channel_matrix(
+        permission="notificationchannel.change",
+        allowed=EDITORS,
+        request=lambda a: Call("post", f"{URL}{a.target.pk}/rotate-secret/"),
+        expect=expect,
     )
 
 
-def test_send_test_matrix(authz_world):
+def test_send_test_matrix(channel_matrix):
     def state(attempt):
         return EventDelivery.objects.filter(consumer=channel_consumer(attempt.target.pk)).count()
 
@@ -236,22 +253,14 @@ def test_send_test_matrix(authz_world):
         assert test_delivery.event.payload["by"] == attempt.principal.label
         assert last_audit("notificationchannel.test").object_id == str(attempt.target.pk)
 
-    assert_authz_matrix(
-        authz_world,
-        Case(
-            permission="notificationchannel.change",
-            allowed=EDITORS,
-            setup=retail_channel,
-            request=lambda a: Call("post", f"{URL}{a.target.pk}/test/"),
-            status=202,
-            state=state,
-            expect=expect,
-        ),
+    channel_matrix(
+        permission="notificationchannel.change",
+        allowed=EDITORS,
+        request=lambda a: Call("post", f"{URL}{a.target.pk}/test/"),
+        status=202,
+        state=state,
+        expect=expect,
     )
-
-
-def _owner(world):
-    return world.members[Role.OWNER].client
 
 
 @pytest.mark.parametrize(
@@ -277,63 +286,32 @@ def _owner(world):
         ({"name": "  "}, {"name": ["This field may not be blank."]}),
     ],
 )
-def test_bad_input_gets_the_error_envelope_and_changes_nothing(tree, body, fields):
-    world = build_world(tree, kind=SESSION)
-    request = {
-        "organization": str(tree["retail"].pk),
-        "name": "Pager",
-        "kind": "webhook",
-        "url": HOOK,
-        **body,
-    }
+def test_bad_input_gets_the_error_envelope_and_changes_nothing(tree, owner, body, fields):
     audits = AuditLog.objects.count()
 
-    response = _owner(world).post(URL, request, format="json")
+    response = owner.post(URL, pager(tree["retail"], **body), format="json")
 
     assert response.status_code == 400
     assert error(response)["fields"] == fields
     assert (NotificationChannel.objects.count(), AuditLog.objects.count()) == (0, audits)
 
 
-def test_a_duplicate_name_is_refused(tree):
-    world = build_world(tree, kind=SESSION)
-    retail_channel(world)
+def test_a_duplicate_name_is_refused(tree, session_world, owner):
+    retail_channel(session_world)
 
-    response = _owner(world).post(
-        URL,
-        {"organization": str(tree["retail"].pk), "name": "Ops hook", "kind": "slack", "url": HOOK},
-        format="json",
-    )
+    response = owner.post(URL, pager(tree["retail"], name="Ops hook", kind="slack"), format="json")
 
     assert response.status_code == 400
     assert error(response)["fields"] == {"name": ["A channel with this name already exists here."]}
 
 
-def test_a_given_secret_is_used_and_a_slack_url_is_shown_masked(tree):
-    world = build_world(tree, kind=SESSION)
+def test_a_given_secret_is_used_and_a_slack_url_is_shown_masked(tree, owner):
     secret = secrets.generate()
-    client = _owner(world)
+    slack_url = "https://hooks.slack.com/services/T000/B000/XXXXsecretZZZZ"
 
-    signed = client.post(
-        URL,
-        {
-            "organization": str(tree["acme"].pk),
-            "name": "A",
-            "kind": "webhook",
-            "url": HOOK,
-            "secret": secret,
-        },
-        format="json",
-    ).json()
-    slack = client.post(
-        URL,
-        {
-            "organization": str(tree["acme"].pk),
-            "name": "B",
-            "kind": "slack",
-            "url": "https://hooks.slack.com/services/T000/B000/XXXXsecretZZZZ",
-        },
-        format="json",
+    signed = owner.post(URL, pager(tree["acme"], name="A", secret=secret), format="json").json()
+    slack = owner.post(
+        URL, pager(tree["acme"], name="B", kind="slack", url=slack_url), format="json"
     ).json()
 
     assert signed["secret"] == secret
@@ -342,7 +320,7 @@ def test_a_given_secret_is_used_and_a_slack_url_is_shown_masked(tree):
         False,
         "https://hooks.slack.com/…ZZZZ",
     )
-    rotated = client.post(f"{URL}{slack['id']}/rotate-secret/")
+    rotated = owner.post(f"{URL}{slack['id']}/rotate-secret/")
     assert rotated.status_code == 400
     assert error(rotated)["fields"] == {"kind": ["Only webhook channels have a signing secret."]}
 
@@ -350,13 +328,7 @@ def test_a_given_secret_is_used_and_a_slack_url_is_shown_masked(tree):
 # --- the inbox ---------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def session_world(tree):
-    """The inbox is people's: the matrix runs with portal sessions (API keys: see below)."""
-    return build_world(tree, kind=SESSION)
-
-
-def inbox_setup(world) -> dict[str, Notification]:
+def inbox_setup(world: World) -> dict[str, Notification]:
     """One unread notification for each home member, in the home organization."""
     return {
         role: Notification.objects.create(
@@ -372,9 +344,9 @@ def inbox_setup(world) -> dict[str, Notification]:
     }
 
 
-def mine(attempt) -> Notification:
+def mine(attempt: Attempt) -> Notification:
     role = attempt.principal.role if attempt.principal is not None else Role.OWNER
-    return attempt.target[role]
+    return attempt.target[role]  # type: ignore[no-any-return]
 
 
 def notification_json(notification: Notification) -> dict[str, Any]:
@@ -392,45 +364,50 @@ def notification_json(notification: Notification) -> dict[str, Any]:
     }
 
 
-def read_state(attempt) -> list[tuple[Any, ...]]:
+def read_state(attempt: Attempt) -> list[tuple[Any, ...]]:
     return sorted(Notification.objects.values_list("id", "read_at"))
 
 
-def test_inbox_list_matrix(session_world):
-    def expect(attempt, response):
-        assert response.json() == {
-            "next": None,
-            "previous": None,
-            "results": [notification_json(mine(attempt))],
+@pytest.fixture
+def inbox_matrix(session_world) -> Check:
+    """Runs an inbox endpoint's matrix (sessions: API keys have no inbox, see below): every
+    home member has one unread notification, and no refusal may mark any of them read."""
+
+    def check(**case: Any) -> None:
+        defaults: dict[str, Any] = {
+            "permission": "alert.view",
+            "allowed": VIEWERS,
+            "setup": inbox_setup,
+            "state": read_state,
         }
+        assert_authz_matrix(session_world, Case(**(defaults | case)))
 
-    assert_authz_matrix(
-        session_world,
-        Case(
-            permission="alert.view",
-            allowed=VIEWERS,
-            setup=inbox_setup,
-            request=lambda a: Call("get", INBOX),
-            expect=expect,
-            listing=True,
+    return check
+
+
+@pytest.fixture
+def inbox(session_world) -> dict[str, Notification]:
+    return inbox_setup(session_world)
+
+
+def test_inbox_list_matrix(inbox_matrix):
+    inbox_matrix(
+        request=lambda a: Call("get", INBOX),
+        expect=answers(
+            lambda a: {"next": None, "previous": None, "results": [notification_json(mine(a))]}
         ),
+        listing=True,
     )
 
 
-def test_inbox_retrieve_matrix(session_world):
-    assert_authz_matrix(
-        session_world,
-        Case(
-            permission="alert.view",
-            allowed=VIEWERS,
-            setup=inbox_setup,
-            request=lambda a: Call("get", f"{INBOX}{mine(a).pk}/"),
-            expect=lambda a, response: response.json() == notification_json(mine(a)),
-        ),
+def test_inbox_retrieve_matrix(inbox_matrix):
+    inbox_matrix(
+        request=lambda a: Call("get", f"{INBOX}{mine(a).pk}/"),
+        expect=answers(lambda a: notification_json(mine(a))),
     )
 
 
-def test_mark_read_matrix(session_world):
+def test_mark_read_matrix(inbox_matrix):
     def expect(attempt, response):
         notification = mine(attempt)
         assert response.json() == notification_json(notification)
@@ -438,20 +415,10 @@ def test_mark_read_matrix(session_world):
         others = Notification.objects.exclude(pk=notification.pk)
         assert set(others.values_list("read_at", flat=True)) == {None}
 
-    assert_authz_matrix(
-        session_world,
-        Case(
-            permission="alert.view",
-            allowed=VIEWERS,
-            setup=inbox_setup,
-            request=lambda a: Call("post", f"{INBOX}{mine(a).pk}/read/"),
-            state=read_state,
-            expect=expect,
-        ),
-    )
+    inbox_matrix(request=lambda a: Call("post", f"{INBOX}{mine(a).pk}/read/"), expect=expect)
 
 
-def test_mark_all_read_matrix(session_world):
+def test_mark_all_read_matrix(inbox_matrix):
     def expect(attempt, response):
         assert response.json() == {"marked": 1}
         read = Notification.objects.exclude(read_at=None).values_list("pk", flat=True)
@@ -460,59 +427,41 @@ def test_mark_all_read_matrix(session_world):
     def outsider(attempt, response):
         assert (response.status_code, response.json()) == (200, {"marked": 0})
 
-    assert_authz_matrix(
-        session_world,
-        Case(
-            permission="alert.view",
-            allowed=VIEWERS,
-            setup=inbox_setup,
-            request=lambda a: Call("post", f"{INBOX}read-all/"),
-            state=read_state,
-            expect=expect,
-            outsider_expect=outsider,
-        ),
+    inbox_matrix(
+        request=lambda a: Call("post", f"{INBOX}read-all/"),
+        expect=expect,
+        outsider_expect=outsider,
     )
 
 
-def test_unread_count_matrix(session_world):
+def test_unread_count_matrix(inbox_matrix):
     def outsider(attempt, response):
         assert (response.status_code, response.json()) == (200, {"unread": 0})
 
-    assert_authz_matrix(
-        session_world,
-        Case(
-            permission="alert.view",
-            allowed=VIEWERS,
-            setup=inbox_setup,
-            request=lambda a: Call("get", f"{INBOX}unread-count/"),
-            expect=lambda a, response: response.json() == {"unread": 1},
-            outsider_expect=outsider,
-        ),
+    inbox_matrix(
+        request=lambda a: Call("get", f"{INBOX}unread-count/"),
+        expect=answers(lambda a: {"unread": 1}),
+        outsider_expect=outsider,
     )
 
 
-def test_the_inbox_never_shows_another_persons_notification(tree):
-    world = build_world(tree, kind=SESSION)
-    rows = inbox_setup(world)
-    viewer, operator = world.members[Role.VIEWER], world.members[Role.OPERATOR]
+def test_the_inbox_never_shows_another_persons_notification(session_world, inbox, viewer):
+    operator = session_world.members[Role.OPERATOR]
 
     listed = viewer.client.get(INBOX).json()["results"]
-    other = viewer.client.get(f"{INBOX}{rows[Role.OPERATOR].pk}/")
-    marked = viewer.client.post(f"{INBOX}{rows[Role.OPERATOR].pk}/read/")
+    other = viewer.client.get(f"{INBOX}{inbox[Role.OPERATOR].pk}/")
+    marked = viewer.client.post(f"{INBOX}{inbox[Role.OPERATOR].pk}/read/")
     malformed = viewer.client.get(f"{INBOX}not-a-uuid/")
 
-    assert [row["id"] for row in listed] == [str(rows[Role.VIEWER].pk)]
+    assert [row["id"] for row in listed] == [str(inbox[Role.VIEWER].pk)]
     assert (other.status_code, marked.status_code, malformed.status_code) == (404, 404, 404)
     assert error(other)["code"] == "not_found"
-    rows[Role.OPERATOR].refresh_from_db()
-    assert rows[Role.OPERATOR].read_at is None
+    inbox[Role.OPERATOR].refresh_from_db()
+    assert inbox[Role.OPERATOR].read_at is None
     assert operator.client.get(f"{INBOX}unread-count/").json() == {"unread": 1}
 
 
-def test_the_inbox_hides_notifications_of_an_organization_the_person_left(tree):
-    world = build_world(tree, kind=SESSION)
-    viewer = world.members[Role.VIEWER]
-    kept = inbox_setup(world)[Role.VIEWER]
+def test_the_inbox_hides_notifications_of_an_organization_the_person_left(tree, inbox, viewer):
     Notification.objects.create(
         user=viewer.user, organization=tree["globex"], medium="portal", title="elsewhere"
     )
@@ -522,12 +471,10 @@ def test_the_inbox_hides_notifications_of_an_organization_the_person_left(tree):
 
     listed = viewer.client.get(INBOX).json()["results"]
 
-    assert [row["id"] for row in listed] == [str(kept.pk)]
+    assert [row["id"] for row in listed] == [str(inbox[Role.VIEWER].pk)]
 
 
-def test_the_inbox_filters_unread_and_pages_with_a_cursor(tree, django_assert_num_queries):
-    world = build_world(tree, kind=SESSION)
-    viewer = world.members[Role.VIEWER]
+def test_the_inbox_filters_unread_and_pages_with_a_cursor(tree, viewer, django_assert_num_queries):
     rows = [
         Notification.objects.create(
             user=viewer.user, organization=tree["acme"], medium="portal", title=f"n{index}"
@@ -570,9 +517,13 @@ def test_api_keys_have_no_inbox_and_no_preferences(tree, method, path):
 # --- preferences -------------------------------------------------------------------------------
 
 
-def test_preferences_are_the_defaults_until_saved_and_anonymous_gets_401(tree):
-    person = make_principal(SESSION, tree["acme"], Role.VIEWER)
+@pytest.fixture
+def person(tree) -> Principal:
+    """A viewer of acme, alone (preferences are per person; no whole world needed)."""
+    return make_principal(SESSION, tree["acme"], Role.VIEWER)
 
+
+def test_preferences_are_the_defaults_until_saved_and_anonymous_gets_401(person):
     anonymous = APIClient().get(PREFERENCES)
     response = person.client.get(PREFERENCES)
 
@@ -589,9 +540,8 @@ def test_preferences_are_the_defaults_until_saved_and_anonymous_gets_401(tree):
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_every_person_puts_their_own_preferences_and_only_theirs(tree, role):
-    person = make_principal(SESSION, tree["acme"], role)
-    other = make_principal(SESSION, tree["acme"], Role.VIEWER)
+def test_every_person_puts_their_own_preferences_and_only_theirs(tree, person, role):
+    someone = make_principal(SESSION, tree["acme"], role)
     body = {
         "portal": True,
         "email": False,
@@ -601,9 +551,9 @@ def test_every_person_puts_their_own_preferences_and_only_theirs(tree, role):
         "timezone": "Europe/Paris",
     }
 
-    response = person.client.put(PREFERENCES, body, format="json")
+    response = someone.client.put(PREFERENCES, body, format="json")
 
-    saved = NotificationPreference.objects.get(user=person.user)
+    saved = NotificationPreference.objects.get(user=someone.user)
     assert response.status_code == 200
     assert response.json() == {
         **body,
@@ -616,11 +566,11 @@ def test_every_person_puts_their_own_preferences_and_only_theirs(tree, role):
         time(7),
         "Europe/Paris",
     )
-    assert NotificationPreference.objects.filter(user=other.user).exists() is False
+    assert NotificationPreference.objects.filter(user=person.user).exists() is False
     audit = last_audit("notificationpreference.change")
     assert (audit.actor_label, audit.object_id, audit.organization_id) == (
-        person.user.email,
-        str(person.user.pk),
+        someone.user.email,
+        str(someone.user.pk),
         None,
     )
     assert audit.changes == {
@@ -632,8 +582,7 @@ def test_every_person_puts_their_own_preferences_and_only_theirs(tree, role):
     }
 
 
-def test_patch_changes_some_preferences_and_put_resets_the_quiet_hours(tree):
-    person = make_principal(SESSION, tree["acme"], Role.VIEWER)
+def test_patch_changes_some_preferences_and_put_resets_the_quiet_hours(person):
     NotificationPreference.objects.create(
         user=person.user, quiet_start=time(22), quiet_end=time(7), timezone="Asia/Tokyo"
     )
@@ -672,9 +621,7 @@ def test_patch_changes_some_preferences_and_put_resets_the_quiet_hours(tree):
         ({"min_severity": "loud"}, {"min_severity": ['"loud" is not a valid choice.']}),
     ],
 )
-def test_bad_preferences_get_the_error_envelope_and_change_nothing(tree, body, fields):
-    person = make_principal(SESSION, tree["acme"], Role.VIEWER)
-
+def test_bad_preferences_get_the_error_envelope_and_change_nothing(person, body, fields):
     response = person.client.patch(PREFERENCES, body, format="json")
 
     assert response.status_code == 400
