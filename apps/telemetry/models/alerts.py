@@ -91,9 +91,19 @@ class AlertCondition(models.Model):
     the newest sample time it has seen, so older (late) samples never move it."""
 
     id = models.BigAutoField(primary_key=True)
-    rule = models.ForeignKey(AlertRule, on_delete=models.CASCADE, related_name="conditions")
+    # Indexed: (rule, device) by the unique constraint and device by its own index, nothing
+    # else. Every batch updates these rows; no updated column is indexed and the table keeps
+    # free room in its pages (fillfactor, migration 0004), so the updates are HOT.
+    rule = models.ForeignKey(
+        AlertRule, on_delete=models.CASCADE, related_name="conditions", db_index=False
+    )
     device = models.ForeignKey(
-        "devices.Device", on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+        "devices.Device",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
     )
     breaching = models.BooleanField(default=False)
     breaching_since = models.DateTimeField(null=True, blank=True)
