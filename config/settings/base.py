@@ -123,6 +123,9 @@ INSTALLED_APPS = [
     "apps.accounts",
     "apps.profiles",
     "apps.devices",
+    "apps.changes",
+    "apps.commands",
+    "apps.configuration",
     "apps.telemetry",
 ]
 
