@@ -229,9 +229,10 @@ __all__ += [
     "DeviceToken",
     "EnrollmentPolicy",
 ]
+from .models_downlink import Downlink, DownlinkState  # noqa: E402
 from .models_uplink import UplinkKind, UplinkMessage  # noqa: E402
 
-__all__ += ["UplinkKind", "UplinkMessage"]
+__all__ += ["Downlink", "DownlinkState", "UplinkKind", "UplinkMessage"]
 from .models_refusals import BrokerRefusal, RefusalReason  # noqa: E402
 
 __all__ += ["BrokerRefusal", "RefusalReason"]

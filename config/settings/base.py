@@ -293,6 +293,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "devices.certificate_audit",
         "schedule": timedelta(days=1),
     },
+    "devices.publish_downlinks": {  # after a lost wake-up (apps/devices/downlinks.py)
+        "task": "devices.publish_downlinks",
+        "schedule": timedelta(seconds=5),
+        "options": {"expires": 5},
+    },
     "telemetry.maintain_partitions": {
         "task": "telemetry.maintain_partitions",
         "schedule": timedelta(hours=1),
