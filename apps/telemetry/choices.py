@@ -28,6 +28,7 @@ class DeadLetterReason(models.TextChoices):
     SCHEMA = "schema", "Does not match the profile's telemetry schema"
     UNKNOWN_METRIC = "unknown_metric", "Metric not in the profile's telemetry schema"
     OVERSIZED = "oversized", "Message or batch too large"
+    REFUSED = "refused", "Refused by the feature it is for"
 
 
 class DeadLetterStatus(models.TextChoices):

@@ -51,11 +51,13 @@ from urllib.parse import unquote, urlsplit
 
 from django.db import connection
 
+from apps.devices import uplinks
+
 from .ingest_stats import WorkerStats
 from .mqtt_session import Delivery, SessionConfig, Subscriber
 from .types import BatchResult, Incoming
 
-__all__ = ["CLIENT_ID_PREFIX", "SUBSCRIPTIONS", "IngestWorker", "WorkerConfig"]
+__all__ = ["CLIENT_ID_PREFIX", "SUBSCRIPTIONS", "IngestWorker", "WorkerConfig", "subscriptions"]
 
 logger = logging.getLogger("apps.telemetry.ingest")
 
@@ -63,6 +65,7 @@ CLIENT_ID_PREFIX = "fleetops-ingest-"
 SUBSCRIPTIONS = tuple(
     f"$share/ingest/devices/+/{kind}" for kind in ("telemetry", "heartbeat", "events")
 )
+
 KEEPALIVE_SECONDS = 30
 MAX_BACKOFF_SECONDS = 30.0
 TICK_SECONDS = 0.05  # how often an idle main thread looks at the inbox, the clock and signals
@@ -70,6 +73,13 @@ UPLINK_IDLE_SECONDS = 0.25  # drain HTTPS uploads this often when MQTT is quiet.
 UPLINK_BUSY_SECONDS = 1.0  # ...and at least this often when it is not
 REPORT_SECONDS = 60.0
 RETIRE_QUIET_SECONDS = 3.0  # --retire: stop after this long without a message
+
+
+def subscriptions() -> tuple[str, ...]:
+    """Telemetry's topics and every topic another feature registered
+    (``apps.devices.uplinks``: command results, configuration reports...)."""
+    routed = tuple(f"$share/ingest/devices/+/{topic}" for topic in uplinks.topic_filters())
+    return SUBSCRIPTIONS + routed
 
 
 @dataclass(frozen=True)
@@ -138,9 +148,10 @@ class IngestWorker:
 
     def _on_subscribe(self, codes: bytes) -> None:
         if any(code >= 0x80 for code in codes):
-            logger.error("the broker refused the subscriptions %s: %s", SUBSCRIPTIONS, codes.hex())
+            topics = self.session.config.subscriptions
+            logger.error("the broker refused the subscriptions %s: %s", topics, codes.hex())
             return
-        logger.info("subscribed to %s", ", ".join(SUBSCRIPTIONS))
+        logger.info("subscribed to %s", ", ".join(self.session.config.subscriptions))
 
     def _on_unsubscribe(self) -> None:
         # The broker routes no new message to this session now; what it already queued for
@@ -366,7 +377,7 @@ def _session_config(config: WorkerConfig) -> SessionConfig:
         host=url.hostname or "127.0.0.1",
         port=url.port or (8883 if url.scheme == "mqtts" else 1883),
         client_id=config.client_id,
-        subscriptions=SUBSCRIPTIONS,
+        subscriptions=subscriptions(),
         username=unquote(url.username) if url.username else None,
         password=unquote(url.password or "") if url.username else None,
         tls=url.scheme == "mqtts",

@@ -64,6 +64,7 @@ class BatchResult:
 
     received: int = 0
     stored: int = 0  # new sample and event rows
+    routed: int = 0  # messages handed to another feature (apps.devices.uplinks) and taken
     duplicates: int = 0  # messages already stored (a redelivery)
     dead_lettered: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)

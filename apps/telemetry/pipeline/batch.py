@@ -22,6 +22,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from apps.devices import uplinks
+
 from ..choices import DeadLetterReason as Reason
 from ..live import push_latest
 from ..types import BatchResult, Incoming
@@ -29,7 +31,7 @@ from . import dead_letter_writer, effects, messages, writer
 from .caches import DeviceInfo, Schema, caches
 from .effects import Accepted
 
-__all__ = ["Outcome", "Refusal", "process_batch", "run"]
+__all__ = ["Outcome", "Refusal", "Routed", "process_batch", "run"]
 
 
 @dataclass(slots=True)
@@ -87,15 +89,59 @@ def _accept(
     return Accepted(incoming, info, key, False, [], rows)
 
 
-def sort_out(batch: Sequence[Incoming], now: datetime) -> list[Accepted | Refusal]:
-    """Each message, in batch order, as the rows it stores or the reason it is refused."""
+@dataclass(slots=True)
+class Routed:
+    """A message for another feature (``apps.devices.uplinks``), parsed, device checked."""
+
+    incoming: Incoming
+    info: DeviceInfo
+    handler: uplinks.Handler
+    uplink: uplinks.Uplink
+
+
+def _route(
+    incoming: Incoming, route: tuple[str, str, str], infos: dict[str, DeviceInfo], limits: Limits
+) -> Routed | Refusal:
+    key, subtopic, _ = route
+    info = infos.get(key)
+    found = uplinks.handler_for(subtopic)
+    try:
+        info = messages.check_device(info, key)
+        document = messages.open_object(incoming, limits.max_bytes)
+        if found is None:  # unregistered since the topic was parsed: not for anyone now
+            raise messages.Refused(Reason.BAD_TOPIC, f"no feature takes {subtopic[:200]!r}")
+    except messages.Refused as refused:
+        return Refusal(incoming, info, refused.reason, refused.detail)
+    uplink = uplinks.Uplink(
+        info.id,
+        info.organization_id,
+        info.state,
+        subtopic,
+        document,
+        incoming.received_at,
+        incoming.source,
+    )
+    return Routed(incoming, info, found[1], uplink)
+
+
+def sort_out(batch: Sequence[Incoming], now: datetime) -> list[Accepted | Routed | Refusal]:
+    """Each message, in batch order, as the rows it stores, the feature it is for or the reason
+    it is refused."""
     topics = [messages.parse_topic(incoming.topic) for incoming in batch]
-    infos = caches.lookup({topic[0] for topic in topics if topic is not None})
-    schemas = {key: caches.schema(info) for key, info in infos.items()}
+    routes = [
+        messages.parse_routed(incoming.topic) if topic is None else None
+        for incoming, topic in zip(batch, topics, strict=True)
+    ]
+    keys = {topic[0] for topic in topics if topic is not None}
+    infos = caches.lookup(keys | {route[0] for route in routes if route is not None})
+    schemas = {key: caches.schema(info) for key, info in infos.items() if key in keys}
     limits = _limits(now)
-    sorted_out: list[Accepted | Refusal] = []
-    for incoming, topic in zip(batch, topics, strict=True):
+    sorted_out: list[Accepted | Routed | Refusal] = []
+    for incoming, topic, route in zip(batch, topics, routes, strict=True):
         if topic is None:
+            if route is not None:
+                sorted_out.append(_route(incoming, route, infos, limits))
+                continue
             detail = f"not devices/<id>/telemetry|heartbeat|events: {incoming.topic[:200]!r}"
             sorted_out.append(Refusal(incoming, None, Reason.BAD_TOPIC.value, detail))
             continue
@@ -149,16 +195,39 @@ def run(batch: Sequence[Incoming], now: datetime) -> Outcome:
     caller's choice: a replay updates the dead letter it replays). Call inside a transaction."""
     outcome = Outcome(result=BatchResult(received=len(batch)))
     accepted: list[Accepted] = []
+    routed: list[Routed] = []
     for item in sort_out(batch, now):
-        if type(item) is Accepted:
-            accepted.append(item)
+        kind = type(item)
+        if kind is Accepted:
+            accepted.append(item)  # type: ignore[arg-type]
+        elif kind is Routed:
+            routed.append(item)  # type: ignore[arg-type]
         else:
             outcome.refused.append(item)  # type: ignore[arg-type]
     stored = _write(accepted)
     result = outcome.result
     result.duplicates = len(accepted) - len(stored)
     outcome.pushed = effects.apply(stored, now, result)
+    if routed:
+        _hand_over(routed, outcome)
     return outcome
+
+
+def _hand_over(routed: list[Routed], outcome: Outcome) -> None:
+    """Each feature's messages to its handler, in batch order; what it refuses is dead-lettered
+    (a reason of its own is kept in the detail, under the ``refused`` reason)."""
+    by_handler: dict[uplinks.Handler, list[Routed]] = {}
+    for item in routed:
+        by_handler.setdefault(item.handler, []).append(item)
+    for handler, items in by_handler.items():
+        of_uplink = {id(item.uplink): item for item in items}
+        refused = handler([item.uplink for item in items])
+        for uplink, reason, detail in refused:
+            item = of_uplink[id(uplink)]
+            if reason not in Reason.values:
+                reason, detail = Reason.REFUSED.value, f"{reason}: {detail}"
+            outcome.refused.append(Refusal(item.incoming, item.info, reason, detail))
+        outcome.result.routed += len(items) - len(refused)
 
 
 def record_dead_letters(refused: list[Refusal], result: BatchResult) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from apps.devices import uplinks
 from apps.devices.choices import DeviceState
 
 from ..choices import DeadLetterReason as Reason
@@ -41,6 +42,8 @@ __all__ = [
     "Window",
     "event_rows",
     "heartbeat_rows",
+    "open_object",
+    "parse_routed",
     "parse_topic",
     "telemetry_rows",
 ]
@@ -107,16 +110,25 @@ def parse_topic(topic: str) -> tuple[str, str] | None:
     return (parts[1], parts[2]) if str(device_id) == parts[1] else None
 
 
-def check_device(info: DeviceInfo | None, device_id: str) -> DeviceInfo:
-    if info is None:
-        raise Refused(Reason.UNKNOWN_DEVICE, f"no device {device_id}")
-    if info.state not in ACCEPTING:
-        raise Refused(Reason.DEVICE_STATE, f"the device is {info.state}")
-    return info
+def parse_routed(topic: str) -> tuple[str, str, str] | None:
+    """(device id, subtopic, route name) of a message for a feature that registered its topic
+    (``apps.devices.uplinks``: ``devices/<uuid>/commands/<id>/result``...), else None. Not
+    cached: routes may change (tests), and these messages are few next to telemetry."""
+    parts = topic.split("/", 2)
+    if len(parts) != 3 or parts[0] != "devices":
+        return None
+    try:
+        device_id = uuid.UUID(parts[1])
+    except ValueError:
+        return None
+    route = uplinks.handler_for(parts[2])
+    if route is None or str(device_id) != parts[1]:
+        return None
+    return parts[1], parts[2], route[0]
 
 
-def open_document(incoming: Incoming, max_bytes: int) -> tuple[dict[str, Any], int, int]:
-    """The message's JSON object and its ``boot`` and ``seq``."""
+def open_object(incoming: Incoming, max_bytes: int) -> dict[str, Any]:
+    """The message's JSON object (what a routed message must be; telemetry adds counters)."""
     if len(incoming.payload) > max_bytes:
         raise Refused(Reason.OVERSIZED, f"{len(incoming.payload)} bytes (at most {max_bytes})")
     try:
@@ -127,6 +139,20 @@ def open_document(incoming: Incoming, max_bytes: int) -> tuple[dict[str, Any], i
         raise Refused(Reason.MALFORMED_JSON, "\\u0000 (NUL) cannot be stored")
     if type(document) is not dict:
         raise Refused(Reason.MALFORMED_JSON, "the payload is not a JSON object")
+    return document
+
+
+def check_device(info: DeviceInfo | None, device_id: str) -> DeviceInfo:
+    if info is None:
+        raise Refused(Reason.UNKNOWN_DEVICE, f"no device {device_id}")
+    if info.state not in ACCEPTING:
+        raise Refused(Reason.DEVICE_STATE, f"the device is {info.state}")
+    return info
+
+
+def open_document(incoming: Incoming, max_bytes: int) -> tuple[dict[str, Any], int, int]:
+    """The message's JSON object and its ``boot`` and ``seq``."""
+    document = open_object(incoming, max_bytes)
     boot, seq = document.get("boot"), document.get("seq")
     if type(boot) is not int or type(seq) is not int:
         raise Refused(Reason.MISSING_COUNTERS, "boot and seq must be integers")
