@@ -16,9 +16,10 @@ In a dedicated database (``fleetops_bench_live``) and Redis database (12), measu
 Latency = the time a client's socket delivered the message minus the time the publish was sent
 (one clock: the publisher and the 1,000 clients are this process; the publish runs in a thread
 so the clients keep reading). p50/p99/max over every client of every round, and their ratios
-to the push alone. There is no numeric goal: it exits non-zero when a piece could not be
-measured or a check fails (a client not connected, a round not delivered to every client, a
-message that is not the expected connectivity change).
+to the push alone; the record also keeps each round's slowest delivery (``round_max_ms``), to
+tell a slow round (a busy neighbour) from a slow fan-out. There is no numeric goal: it exits
+non-zero when a piece could not be measured or a check fails (a client not connected, a round
+not delivered to every client, a message that is not the expected connectivity change).
 
 ``--layer pubsub`` runs the platform's processes (and this one) with Channels' Redis pub/sub
 layer instead of the configured one (``bench/live_latency_settings.py``), to compare.
@@ -260,14 +261,17 @@ async def rounds(
 ) -> dict[str, Any]:
     """``count`` rounds: publish, wait for every client; the latencies and what went wrong."""
     latencies: list[float] = []
+    slowest: list[float] = []  # per round, to tell a slow round from a slow fan-out
     short = wrong = 0
     for number in range(count):
         got = await pool.round(lambda number=number: publish(number), ROUND_TIMEOUT)
         short += len(pool.clients) - len(got)
         wrong += sum(not expected(number, payload) for _, payload in got)
         latencies.extend(latency for latency, _ in got)
+        slowest.append(round(max((latency for latency, _ in got), default=0.0) * 1000, 1))
         await asyncio.sleep(GAP_SECONDS)
-    return summary(latencies) | {"undelivered": short, "unexpected": wrong, "rounds": count}
+    found = {"undelivered": short, "unexpected": wrong, "rounds": count, "round_max_ms": slowest}
+    return summary(latencies) | found
 
 
 async def bare_run(port: int, clients: int, count: int) -> dict[str, Any]:

@@ -6,9 +6,8 @@ from typing import Any
 
 from allauth.mfa.models import Authenticator
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from apps.core.live import group_name
+from apps.core.live import GroupSocket, group_name
 
 from .actors import actor_for_user
 from .models import Organization
@@ -35,17 +34,17 @@ def lacks_required_mfa(user: Any) -> bool:
     return not Authenticator.objects.filter(user=user, type=Authenticator.Type.TOTP).exists()
 
 
-class LiveConsumer(AsyncJsonWebsocketConsumer):
+class LiveConsumer(GroupSocket):
     """Authenticated (session); joins one group per visible organization and relays messages.
 
     Closes with 4401 when anonymous and 4403 when an organization of the user requires MFA
     and the user has not set it up (the portal redirects such users to the MFA set-up page).
 
-    Messages come from ``apps.core.live.broadcast`` and are forwarded only when the user holds
-    the message's permission on its organization.
+    Messages come from ``apps.core.live.broadcast`` (through the process's hub) and are
+    forwarded only when the user holds the message's permission on its organization.
     """
 
-    groups: list[str]
+    message_type = "live.message"
     permissions: dict[str, frozenset[str]]
 
     async def connect(self) -> None:
@@ -57,22 +56,14 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_MFA_REQUIRED)
             return
         self.permissions = await _visible_organizations(user)
-        self.groups = [group_name(pk) for pk in self.permissions]
-        for group in self.groups:
-            await self.channel_layer.group_add(group, self.channel_name)
-        await self.accept()
-        await self.send_json({"type": "hello", "organizations": len(self.groups)})
-
-    async def disconnect(self, code: int) -> None:
-        for group in getattr(self, "groups", []):
-            await self.channel_layer.group_discard(group, self.channel_name)
+        await self.join(group_name(pk) for pk in self.permissions)
+        await self.open({"type": "hello", "organizations": len(self.permissions)})
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         if isinstance(content, dict) and content.get("type") == "ping":
             await self.send_json({"type": "pong"})
 
-    async def live_message(self, event: dict[str, Any]) -> None:
+    def permits(self, event: dict[str, Any]) -> bool:
         permission = event.get("permission")
         held = self.permissions.get(str(event.get("organization")), frozenset())
-        if permission is None or permission in held:
-            await self.send_json(event["data"])
+        return permission is None or permission in held

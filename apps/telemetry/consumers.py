@@ -18,11 +18,11 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.http import Http404
 
 from apps.accounts.actors import actor_for_user
 from apps.accounts.consumers import lacks_required_mfa
+from apps.core.live import GroupSocket
 
 from . import live
 from .analytics_samples import access_telemetry_device
@@ -42,9 +42,11 @@ def _may_read(user: Any, device_id: uuid.UUID) -> bool:
     return True
 
 
-class DeviceTelemetryConsumer(AsyncJsonWebsocketConsumer):
-    """One device's live latest values, for a user who may read its telemetry."""
+class DeviceTelemetryConsumer(GroupSocket):
+    """One device's live latest values, for a user who may read its telemetry (relayed
+    through the process's hub, ``apps.core.live``)."""
 
+    message_type = live.MESSAGE_TYPE
     device_id: str
     joined = False
     refresher: asyncio.Task[None] | None = None
@@ -62,12 +64,11 @@ class DeviceTelemetryConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_NOT_FOUND)
             return
         self.device_id = str(device_id)
-        await self.channel_layer.group_add(live.device_group(self.device_id), self.channel_name)
+        await self.join([live.device_group(self.device_id)])
         await sync_to_async(live.watch)(self.device_id, self.channel_name)
         self.joined = True
         self.refresher = asyncio.create_task(self._keep_watching())
-        await self.accept()
-        await self.send_json({"type": "hello", "device": self.device_id})
+        await self.open({"type": "hello", "device": self.device_id})
 
     async def _keep_watching(self) -> None:
         """Refresh the watch entry well before it expires, while the socket stays open."""
@@ -81,13 +82,9 @@ class DeviceTelemetryConsumer(AsyncJsonWebsocketConsumer):
             return
         if self.refresher is not None:
             self.refresher.cancel()
-        await self.channel_layer.group_discard(live.device_group(self.device_id), self.channel_name)
         with contextlib.suppress(Exception):  # the entry expires by itself anyway
             await sync_to_async(live.unwatch)(self.device_id, self.channel_name)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         if isinstance(content, dict) and content.get("type") == "ping":
             await self.send_json({"type": "pong"})
-
-    async def telemetry_latest(self, event: dict[str, Any]) -> None:
-        await self.send_json(event["data"])

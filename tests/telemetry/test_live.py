@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
+from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.test import Client
@@ -231,3 +232,30 @@ def test_the_pipeline_pushes_stored_samples_to_a_watching_socket(tree, device):
         stamp,
     )
     assert second["metrics"] == {"temperature": 21.5}
+
+
+def test_two_readers_of_one_device_share_one_channel_and_both_receive(tree, devices):
+    """Sockets of one process on one device are one member of the device's group (the
+    per-process fan-out of ``apps.core.live``); each still gets the push."""
+    readers = [headers_for(make_member(tree["acme"], Role.VIEWER)) for _ in range(2)]
+    watched = devices["watched"]
+    group = live.device_group(watched.pk)
+
+    async def scenario() -> list[Any]:
+        layer = get_channel_layer()
+        sockets = []
+        for headers in readers:
+            communicator = socket(watched, headers)
+            assert (await communicator.connect())[0] is True
+            await communicator.receive_json_from(timeout=5)  # hello
+            sockets.append(communicator)
+        connection = layer.connection(layer.consistent_hash(group))
+        found: list[Any] = [await connection.zcard(layer._group_key(group))]
+        await sync_to_async(live.watched_devices)(fresh=True)
+        await sync_to_async(live.push_latest)({watched.pk: values(4.0)})
+        found += [(await each.receive_json_from(timeout=5))["metrics"] for each in sockets]
+        for each in sockets:
+            await each.disconnect()
+        return found
+
+    assert async_to_sync(scenario)() == [1, {"temperature": 4.0}, {"temperature": 4.0}]
