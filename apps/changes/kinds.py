@@ -23,11 +23,13 @@ __all__ = ["ChangeKind", "DevicePreview", "Facts", "get", "names", "register"]
 @dataclass(frozen=True)
 class Facts:
     """What an approval policy looks at, from the kind: a command's criticality (``normal``
-    or ``critical``, None for other kinds) and the configuration keys the change touches."""
+    or ``critical``, None for other kinds), the configuration keys the change touches (dotted
+    paths) and, among them, those the profile's configuration schema marks critical."""
 
     criticality: str | None = None
     configuration_keys: frozenset[str] = frozenset()
     profile_ids: frozenset[uuid.UUID] = frozenset()  # the profiles the spec is about, if any
+    critical_configuration_keys: frozenset[str] = frozenset()  # marked critical by the schema
 
 
 @dataclass
@@ -62,6 +64,9 @@ class ChangeKind(Protocol):
 
     def progress(self, *, request: ChangeRequest) -> dict[str, int]:
         """Per-device counts by status (``total`` included)."""
+
+    # Optional: ``details_url(*, request) -> str | None``, the kind's own page for an executed
+    # request (linked from the request's page).
 
 
 _KINDS: dict[str, ChangeKind] = {}

@@ -50,6 +50,8 @@ class ChangeRequest(OrganizationOwned):
         USER, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     created_by_label = models.CharField(max_length=200, blank=True)  # user or API key
+    # the API key that created it (its creator user, if known, is ``created_by``)
+    created_by_api_key_id = models.UUIDField(null=True, blank=True)
     executed_by = models.ForeignKey(
         USER, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
@@ -87,7 +89,12 @@ class Approval(BaseModel):
     """One approver's decision on one revision of a request (bound to its content hash)."""
 
     request = models.ForeignKey(ChangeRequest, on_delete=models.CASCADE, related_name="approvals")
-    approver = models.ForeignKey(USER, on_delete=models.PROTECT, related_name="+")
+    # a person, or the API key that decided (``approver`` is then the key's creator, if known)
+    approver = models.ForeignKey(
+        USER, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    approver_api_key_id = models.UUIDField(null=True, blank=True)
+    approver_label = models.CharField(max_length=200, blank=True)
     decision = models.CharField(max_length=8, choices=Decision.choices)
     revision = models.PositiveIntegerField()
     content_hash = models.CharField(max_length=64)
@@ -97,8 +104,16 @@ class Approval(BaseModel):
         constraints = [
             models.UniqueConstraint(
                 fields=["request", "approver", "revision"], name="changes_approval_once"
-            )
+            ),
+            models.UniqueConstraint(
+                fields=["request", "approver_api_key_id", "revision"],
+                name="changes_key_approval_once",
+            ),
         ]
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.decision} by {self.approver_label} (revision {self.revision})"
 
 
 class ApprovalPolicy(OrganizationOwned):
@@ -118,6 +133,8 @@ class ApprovalPolicy(OrganizationOwned):
     configuration_critical_keys = models.JSONField(default=list, blank=True)
     approvals_required = models.PositiveSmallIntegerField(default=1)
 
+    scope_resource = "changerequest"  # managed with changerequest.change
+
     class Meta:
         constraints = [
             models.UniqueConstraint(
@@ -126,3 +143,7 @@ class ApprovalPolicy(OrganizationOwned):
                 nulls_distinct=False,
             )
         ]
+        verbose_name_plural = "approval policies"
+
+    def __str__(self) -> str:
+        return self.name
