@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     _enroll_parser(commands.add_parser("enroll", help="enroll this device (zero-touch)"))
     _run_parser(commands.add_parser("run", help="connect and stream until stopped"))
     _simulate_parser(commands.add_parser("simulate", help="run N virtual devices"))
+    _https_commands_parser(
+        commands.add_parser("https-commands", help="run commands polled over HTTPS (no MQTT)")
+    )
     status = commands.add_parser("status", help="print the stored identity and outbox depth")
     status.add_argument("--state-dir", required=True, type=Path)
     status.set_defaults(handler=command_status)
@@ -94,6 +97,32 @@ def _run_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-fsync", action="store_true", help="faster, not power-cut safe")
     parser.add_argument("--backoff-cap", type=float, default=120.0)
     parser.set_defaults(handler=command_run)
+
+
+def _https_commands_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--state-dir", required=True, type=Path)
+    parser.add_argument("--interval", type=float, default=30.0, help="seconds between polls")
+    parser.add_argument("--duration", type=float, help="stop after this many seconds")
+    parser.add_argument("--platform-ca", help="CA file for the platform's HTTPS certificate")
+    parser.set_defaults(handler=command_https_commands)
+
+
+def command_https_commands(args: argparse.Namespace) -> int:
+    from .commands import run_https
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        if args.duration is not None:
+            loop.call_later(args.duration, stop.set)
+        await run_https(
+            StateDir(args.state_dir), stop, interval=args.interval, ca_file=args.platform_ca
+        )
+
+    asyncio.run(run())
+    return 0
 
 
 def _simulate_parser(parser: argparse.ArgumentParser) -> None:

@@ -73,6 +73,18 @@ class Transport:
         return context
 
 
+def get_json(
+    url: str, *, transport: Transport | None = None, headers: dict[str, str] | None = None
+) -> Reply:
+    """GET a JSON document; the reply whatever its status (blocking, like ``post_json``)."""
+    request = urllib.request.Request(url, method="GET", headers=_headers(headers))  # noqa: S310 (checked in _send)
+    return _send(request, transport)
+
+
+def _headers(extra: dict[str, str] | None) -> dict[str, str]:
+    return {"Accept": "application/json", "User-Agent": USER_AGENT, **(extra or {})}
+
+
 def post_json(
     url: str,
     body: dict[str, Any],
@@ -94,6 +106,12 @@ def post_json(
             **(headers or {}),
         },
     )
+    return _send(request, transport)
+
+
+def _send(request: urllib.request.Request, transport: Transport | None) -> Reply:
+    transport = transport or Transport()
+    url = request.full_url
     if request.type not in ("http", "https"):
         raise ValueError(f"Unsupported URL scheme: {url}")
     handlers: list[Any] = [_RefuseRedirects()]
