@@ -38,6 +38,8 @@ import aiomqtt
 
 from .aio import ConnectGate, first_completed, reraise_swallowed_cancellation, sleep_unless
 from .backoff import Backoff
+from .commands import Runner, Seen
+from .configuration import Applier
 from .device_api import Transport
 from .enroll import RenewalFailed, parse_time, renew, utc_now
 from .metrics import SyntheticSensors, host_vitals
@@ -119,6 +121,13 @@ class Agent:
         self._sequences: dict[str, int] = {}
         self._wake = asyncio.Event()
         self._tls: ssl.SSLContext | None = None
+        self._reboot = asyncio.Event()
+        self.commands = Runner(
+            Seen(state.path / "commands", fsync=self.options.fsync), self._report, agent=self
+        )
+        self.configuration = Applier(
+            state.path / "configuration", self._report_configuration, fsync=self.options.fsync
+        )
 
     # --- what firmware calls ---------------------------------------------------------------
     def telemetry(self, metrics: dict[str, Any], *, ts: str | None = None) -> Message | None:
@@ -168,6 +177,20 @@ class Agent:
             self._wake.set()
         return message
 
+    def _report(self, command_id: str, body: dict[str, Any]) -> None:
+        """A command's result, through the outbox (so it survives a broker outage)."""
+        key = f"result:{command_id}:{body['status']}"
+        self._enqueue(f"commands/{command_id}/result", body, key=key)
+
+    def _report_configuration(self, body: dict[str, Any]) -> None:
+        """What became of a desired configuration, through the outbox."""
+        key = f"config:{body['version']}:{body['checksum']}:{body['status']}"
+        self._enqueue("config/reported", body, key=key)
+
+    def reboot(self) -> None:
+        """Simulated reboot: leave the broker, count a new boot, connect again."""
+        self._reboot.set()
+
     def _next_seq(self, stream: str) -> int:
         self._sequences[stream] = self._sequences.get(stream, 0) + 1
         return self._sequences[stream]
@@ -202,6 +225,12 @@ class Agent:
                 log.warning("%s: disconnected: %s", self.identity.device_id, error)
             if stop.is_set():
                 return
+            if self._reboot.is_set():
+                self._reboot.clear()
+                self.boot = await asyncio.to_thread(self.state.next_boot)
+                self._sequences.clear()
+                log.info("%s: rebooted, boot %d", self.identity.device_id, self.boot)
+                continue
             if time.monotonic() - began >= self.options.stable_after:
                 backoff.reset()
             await sleep_unless(stop, backoff.next_delay())
@@ -233,7 +262,11 @@ class Agent:
         downlink = [(self.identity.topic(name), 1) for name in ("config/desired", "commands/+")]
         await client.subscribe(downlink, timeout=timeout)
         await first_completed(
-            self._send(client), self._receive(client), self._heartbeats(client), stop.wait()
+            self._send(client),
+            self._receive(client),
+            self._heartbeats(client),
+            stop.wait(),
+            self._reboot.wait(),
         )
         # Leaving on purpose: the broker drops the last will on a clean DISCONNECT, so say
         # "offline" ourselves.
@@ -329,8 +362,8 @@ class Agent:
             )
 
     def handle_downlink(self, suffix: str, payload: bytes) -> None:
-        """A message for this device: desired configuration or a command. Stored for now;
-        applying configuration and running commands come with the commands feature."""
+        """A message for this device: desired configuration or a command (run once per id,
+        ``agent.commands``)."""
         if suffix == "config/desired":
             self.state.save_desired(payload)
             log.info(
@@ -338,9 +371,9 @@ class Agent:
                 self.identity.device_id,
                 len(payload),
             )
+            self.configuration.accept(payload)
         elif suffix.startswith("commands/") and COMMAND_ID.match(suffix.removeprefix("commands/")):
-            path = self.state.save_command(suffix.removeprefix("commands/"), payload)
-            log.info("%s: command stored in %s", self.identity.device_id, path)
+            self.commands.accept(payload)
         else:
             log.warning("%s: ignored a message on %r", self.identity.device_id, suffix)
 
