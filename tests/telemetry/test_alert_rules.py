@@ -125,7 +125,7 @@ INVALID: list[tuple[str, Any, dict[str, Any], dict[str, list[str]]]] = [
         "state_change",
         {"field": "name", "to": "x"},
         {},
-        {"condition.field": ["One of: connectivity, state."]},
+        {"condition.field": ["One of: connectivity, state, configuration."]},
     ),
     (
         "event_match",

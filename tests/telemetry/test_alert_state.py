@@ -166,3 +166,71 @@ def test_the_from_value_narrows_the_transition(tree, telemetry_version):
     deliver_all()
 
     assert states() == []
+
+
+# --- configuration drift (apps.configuration's sync status) ----------------------------------
+
+
+def desired(device: Device, *, checksum: str = "c1", since_minutes: int = 0) -> None:
+    from apps.configuration.models import DeviceConfigurationState
+
+    DeviceConfigurationState.objects.create(
+        device=device,
+        organization_id=device.organization_id,
+        desired_version=1,
+        desired_checksum=checksum,
+        out_of_sync_since=timezone.now() - timedelta(minutes=since_minutes),
+    )
+
+
+def report(device: Device, checksum: str, status: str = "applied", version: int = 1) -> None:
+    from apps.configuration.reports import Report, reports_record
+
+    reports_record(reports=[Report(device.pk, version, checksum, status, "", timezone.now())])
+
+
+DRIFTED = {"field": "configuration", "to": "drifted"}
+
+
+@pytest.mark.django_db
+def test_configuration_drift_opens_an_alert_and_getting_in_sync_resolves_it(tree, online):
+    from apps.configuration.reports import drift_sweep
+
+    make_rule(tree["acme"], "state_change", DRIFTED, severity="minor")
+    desired(online, since_minutes=30)  # pending for longer than the 10 minutes' tolerance
+
+    assert drift_sweep() == 1
+    assert deliver_all() == ["delivered"]
+    assert states() == [("open", "Configuration drifted (was unknown)")]
+
+    report(online, "c1")  # the device applied the desired configuration
+    assert deliver_all() == ["delivered"]
+    assert states() == [("resolved", "Configuration drifted (was unknown)")]
+
+
+@pytest.mark.django_db
+def test_a_failed_configuration_opens_an_error_rule_and_a_stale_drift_event_opens_nothing(
+    tree, online
+):
+    from apps.configuration.reports import drift_sweep
+
+    make_rule(tree["acme"], "state_change", {"field": "configuration", "to": "error"})
+    drifted = make_rule(tree["acme"], "state_change", DRIFTED)
+    desired(online, since_minutes=30)
+    drift_sweep()
+    report(online, "c0", status="error")  # before the drift event is delivered
+    deliver_all()
+
+    assert states() == [("open", "Configuration error (was unknown)")]
+    assert condition(drifted, online)[:2] == (False, None)  # the device left "drifted"
+
+
+@pytest.mark.django_db
+def test_a_configuration_rule_takes_no_from_value(tree):
+    from django.core.exceptions import ValidationError
+
+    with pytest.raises(ValidationError) as refused:
+        make_rule(tree["acme"], "state_change", {**DRIFTED, "from": "pending"})
+    assert refused.value.message_dict == {
+        "condition.from": ["Configuration rules watch where the status goes only: leave empty."]
+    }

@@ -24,6 +24,7 @@ from typing import Any, TypeGuard
 
 from django.core.exceptions import ValidationError
 
+from apps.configuration.choices import SyncStatus
 from apps.devices.choices import Connectivity, DeviceState
 
 from ..choices import RuleKind
@@ -55,6 +56,8 @@ STATE_FIELDS: dict[str, tuple[str, ...]] = {
     "connectivity": (Connectivity.ONLINE.value, Connectivity.OFFLINE.value),
     # a device in maintenance raises no alerts, so "to maintenance" could never fire
     "state": tuple(value for value in DeviceState.values if value != DeviceState.MAINTENANCE),
+    # the configuration's sync status (apps.configuration): "drifted" is drift past tolerance
+    "configuration": tuple(SyncStatus.values),
 }
 # kinds whose alert opens on the event itself: no duration to wait for
 INSTANT_KINDS = (RuleKind.EVENT_MATCH.value,)
@@ -135,7 +138,9 @@ def _state_change(errors: _Errors, condition: dict[str, Any]) -> None:
     if condition.get("to") not in allowed:
         errors.add("to", f"One of: {', '.join(allowed)}.")
     previous = condition.get("from", "")
-    if previous != "" and previous not in (*allowed, DeviceState.MAINTENANCE, "unknown"):
+    if previous != "" and name == "configuration":
+        errors.add("from", "Configuration rules watch where the status goes only: leave empty.")
+    elif previous != "" and previous not in (*allowed, DeviceState.MAINTENANCE, "unknown"):
         errors.add("from", "Empty (any) or a value of the field.")
 
 
@@ -326,7 +331,9 @@ def _periodic_describe(kind: str, condition: dict[str, Any]) -> Callable[[Any], 
             f"({value['percent']:g}%, limit {condition['percent']:g}%)"
         )
     if kind == RuleKind.STATE_CHANGE:
-        label = "Connectivity" if condition["field"] == "connectivity" else "State"
+        label = {"connectivity": "Connectivity", "configuration": "Configuration"}.get(
+            condition["field"], "State"
+        )
         return lambda value: f"{label} {value['to']} (was {value['from'] or 'unknown'})"
     return str
 

@@ -1,7 +1,9 @@
 """State-change rules: an outbox consumer of the devices' connectivity and lifecycle events.
 
-``device.online`` / ``device.offline`` (the connectivity worker and the heartbeat sweeper) and
-``device.state_changed`` (the lifecycle) are delivered here at least once, in any order. Each
+``device.online`` / ``device.offline`` (the connectivity worker and the heartbeat sweeper),
+``device.state_changed`` (the lifecycle) and ``configuration.in_sync`` / ``failed`` /
+``drifted`` (the configuration's sync status, field ``configuration``) are delivered here at
+least once, in any order. Each
 delivery becomes one observation per applicable rule, at the event's own time:
 
 - the event moved the field to the rule's ``to`` (from its ``from``, when given): true, unless
@@ -29,6 +31,8 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from apps.configuration.choices import SyncStatus
+from apps.configuration.models import DeviceConfigurationState
 from apps.core.events import consumer
 from apps.core.models import Event
 from apps.devices.choices import DeviceState
@@ -41,14 +45,28 @@ from .rules import CompiledRule, compile_rule
 
 __all__ = ["on_device_change", "promote_pending"]
 
-EVENTS = ("device.online", "device.offline", "device.state_changed")
+# apps.configuration's sync status changes: the status each event says the device moved to
+CONFIGURATION_EVENTS = {
+    "configuration.in_sync": SyncStatus.IN_SYNC.value,
+    "configuration.failed": SyncStatus.ERROR.value,
+    "configuration.drifted": SyncStatus.DRIFTED.value,
+}
+EVENTS = ("device.online", "device.offline", "device.state_changed", *CONFIGURATION_EVENTS)
 MAINTENANCE = DeviceState.MAINTENANCE.value
 # connectivity rules watch devices in service only; lifecycle rules watch every state
 IN_SERVICE = (DeviceState.ACTIVE.value, DeviceState.MAINTENANCE.value)
 
 
 def _field(event_type: str) -> str:
+    if event_type in CONFIGURATION_EVENTS:
+        return "configuration"
     return "state" if event_type == "device.state_changed" else "connectivity"
+
+
+def _sync_statuses(device_ids: list[Any]) -> dict[Any, str]:
+    """Each device's configuration sync status now (``pending`` when it has none yet)."""
+    found = DeviceConfigurationState.objects.filter(device_id__in=device_ids)
+    return dict(found.values_list("device_id", "status"))
 
 
 def _applicable(device: dict[str, Any], field: str) -> list[CompiledRule]:
@@ -82,6 +100,11 @@ def on_device_change(event: Event) -> None:
     if not rules:
         return
     moved_from, moved_to = event.payload.get("from", ""), event.payload.get("to", "")
+    if field == "configuration":
+        moved_to = CONFIGURATION_EVENTS[event.type]
+        device["configuration"] = _sync_statuses([device["pk"]]).get(
+            device["pk"], SyncStatus.PENDING.value
+        )
     current = device[field]
     value = {"from": moved_from, "to": moved_to, "event_id": str(event.pk)}
     observations: dict[store.Pair, list[store.Observation]] = {}
@@ -116,10 +139,17 @@ def promote_pending(*, now: datetime | None = None) -> tuple[int, int]:
         rule.pk: compile_rule(rule)
         for rule in AlertRule.objects.filter(pk__in={row[0] for row in rows})
     }
+    synced = _sync_statuses(
+        [row[1] for row in rows if rules[row[0]].condition["field"] == "configuration"]
+    )
     observations: dict[store.Pair, list[store.Observation]] = {}
     for rule_id, device_id, last_value, state, connectivity in rows:
         rule = rules[rule_id]
-        current = state if rule.condition["field"] == "state" else connectivity
+        field = rule.condition["field"]
+        if field == "configuration":
+            current = synced.get(device_id, SyncStatus.PENDING.value)
+        else:
+            current = state if field == "state" else connectivity
         truth = current == rule.condition["to"]
         value = last_value if truth else {"from": "", "to": current}
         observation = (now, 0, 0, truth, value, state == MAINTENANCE)
