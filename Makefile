@@ -56,3 +56,5 @@ bench: services
 	$(PY) bench/ingest.py --scale $(or $(SCALE),quick)
 	$(PY) bench/live_latency.py --scale $(or $(SCALE),quick)
 	$(PY) bench/telemetry_writer.py --scale $(or $(SCALE),quick)
+	$(PY) bench/configuration.py --scale $(or $(SCALE),quick)
+	$(PY) bench/commands.py --scale $(or $(SCALE),quick)

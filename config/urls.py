@@ -18,6 +18,9 @@ api_v1 = [
     path("", include("apps.devices.api.urls_pki")),
     path("", include("apps.devices.api.urls_enrollment")),
     path("", include("apps.telemetry.api.urls")),
+    path("", include("apps.commands.api.urls")),
+    path("", include("apps.configuration.api.urls")),
+    path("", include("apps.changes.api.urls")),
 ]
 
 # Admin sign-in goes through allauth (email verification, rate limits, MFA); signed-in
@@ -35,6 +38,8 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
     path("device/v1/", include("apps.devices.device_urls")),
+    path("device/v1/", include("apps.commands.device_urls")),
+    path("device/v1/", include("apps.configuration.device_urls")),
     path("", include("apps.core.urls")),
     path("", include(("apps.accounts.urls", "portal"), namespace="portal")),
     path("", include(("apps.profiles.urls", "profiles"), namespace="profiles")),
@@ -46,6 +51,9 @@ urlpatterns = [
     path("", include(("apps.telemetry.urls_alerts", "alerts"), namespace="alerts")),
     path("", include(("apps.telemetry.urls", "telemetry"), namespace="telemetry")),
     path("", include(("apps.telemetry.urls_analytics", "analytics"), namespace="analytics")),
+    path("", include(("apps.commands.urls", "commands"), namespace="commands")),
+    path("", include(("apps.configuration.urls", "configuration"), namespace="configuration")),
+    path("", include(("apps.changes.urls", "changes"), namespace="changes")),
 ]
 
 handler404 = "config.urls.not_found"

@@ -14,6 +14,7 @@ $PY manage.py load_demo
 $PY manage.py load_fleet_demo
 $PY manage.py load_connectivity_demo --token-file var/demo/claim-token
 $PY manage.py load_telemetry_demo
+$PY manage.py load_changes_demo
 # The platform's processes plus a simulated fleet that enrolls itself zero-touch with the demo's
 # claim token (the reference agent, agent/), so the portal shows devices arriving and going online,
 # streams telemetry into live charts, and loses one device's power every two minutes (an alert,

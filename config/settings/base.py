@@ -298,6 +298,27 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": timedelta(seconds=5),
         "options": {"expires": 5},
     },
+    # change requests (docs/changes.md): scheduled executions, expiry
+    "changes.run_due": {
+        "task": "changes.run_due",
+        "schedule": timedelta(seconds=30),
+        "options": {"expires": 30},
+    },
+    "changes.expire": {
+        "task": "changes.expire",
+        "schedule": timedelta(seconds=60),
+        "options": {"expires": 60},
+    },
+    "commands.sweep": {  # retries, timeouts and expiry of commands (docs/commands.md)
+        "task": "commands.sweep",
+        "schedule": timedelta(seconds=10),
+        "options": {"expires": 10},
+    },
+    "configuration.drift_sweep": {  # docs/configuration.md
+        "task": "configuration.drift_sweep",
+        "schedule": timedelta(seconds=30),
+        "options": {"expires": 30},
+    },
     "telemetry.maintain_partitions": {
         "task": "telemetry.maintain_partitions",
         "schedule": timedelta(hours=1),

@@ -56,6 +56,16 @@ COURIER_COMMANDS = [
         },
     },
     {"name": "factory_reset", "schema": {"type": "object"}, "criticality": "critical"},
+    # built into the reference agent (agent/commands.py): the simulated fleet answers them
+    {"name": "ping", "schema": {"type": "object"}, "criticality": "normal"},
+    {
+        "name": "upload_logs",
+        "schema": {
+            "type": "object",
+            "properties": {"lines": {"type": "integer", "minimum": 1, "maximum": 200}},
+        },
+        "criticality": "normal",
+    },
 ]
 ATTRIBUTES = {
     "type": "object",
