@@ -146,13 +146,15 @@ class Collector:
             self.changed.notify_all()
 
 
-def start(broker: MqttBroker, client_id: str, *, keepalive: int = 30, version: int = 4):
+def start(
+    broker: MqttBroker, client_id: str, *, keepalive: int = 30, version: int = 4, topic: str = ""
+):
     seen = Collector()
     session = Subscriber(
         config(
             port=broker.platform_port,
             client_id=client_id,
-            subscriptions=(f"$share/{client_id}/devices/+/telemetry",),
+            subscriptions=(topic or f"$share/{client_id}/devices/+/telemetry",),
             username=broker.platform_username,
             password=broker.platform_password,
             keepalive=keepalive,
@@ -234,4 +236,40 @@ def test_an_idle_session_stays_connected_through_its_keepalive(mqtt_broker, publ
     publisher.publish("devices/d1/telemetry", b"still here", qos=1)
     seen.wait(lambda: seen.deliveries, "the message")
     assert (seen.connects, seen.disconnects) == ([False], [])
+    session.stop()
+
+
+@pytest.mark.parametrize(
+    "shared",
+    [
+        False,
+        pytest.param(
+            True,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="Mosquitto 2.0.11 does not restore the shared subscriptions of offline "
+                "sessions after a restart (docs/operations.md, Broker restarts)",
+            ),
+        ),
+    ],
+)
+def test_the_subscription_of_an_offline_session_survives_a_broker_restart(
+    mqtt_broker, publisher, shared
+):
+    client_id = f"wire-{secrets.token_hex(4)}"
+    topic = "" if shared else f"devices/+/telemetry/{client_id}"
+    session, seen = start(mqtt_broker, client_id, topic=topic)
+    session.stop()  # offline before the restart
+    mqtt_broker.restart()
+    late = connect_platform(mqtt_broker)
+    try:
+        late.publish(
+            f"devices/d1/telemetry{'' if shared else '/' + client_id}", b"after the restart"
+        )
+    finally:
+        late.close()
+    session, seen = start(mqtt_broker, client_id, topic=topic)
+    seen.wait(lambda: seen.deliveries, "the message queued while offline")
+    assert [item[1] for item in seen.deliveries] == [b"after the restart"]
+    session.acknowledge([seen.deliveries[0][2]], seen.deliveries[0][5])
     session.stop()
