@@ -42,16 +42,10 @@ SCHEMA = {
 
 
 def use_bench_database() -> None:
-    import environ
+    from bench import registry_data as data
 
-    environ.Env.read_env(str(ROOT / "var" / "run" / "services.env"), overwrite=False)
-    url = os.environ["DATABASE_URL"]
-    base, _, _ = url.rpartition("/")
-    import psycopg
-
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {DATABASE}")
-        admin.execute(f"CREATE DATABASE {DATABASE}")
+    base, _ = data.admin_url()
+    data.recreate_database(DATABASE)
     os.environ["DATABASE_URL"] = f"{base}/{DATABASE}"
     os.environ["MEDIA_ROOT"] = tempfile.mkdtemp(prefix="fleetops-bench-media-")
 

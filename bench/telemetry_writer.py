@@ -48,14 +48,10 @@ ROUNDS = 3
 
 
 def use_bench_database() -> None:
-    import environ
-    import psycopg
+    from bench import registry_data as data
 
-    environ.Env.read_env(str(ROOT / "var" / "run" / "services.env"), overwrite=False)
-    base, _, _ = os.environ["DATABASE_URL"].rpartition("/")
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {DATABASE}")
-        admin.execute(f"CREATE DATABASE {DATABASE}")
+    base, _ = data.admin_url()
+    data.recreate_database(DATABASE)
     os.environ["DATABASE_URL"] = f"{base}/{DATABASE}"
 
 
