@@ -21,12 +21,12 @@ from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.accounts.models import Organization
 from apps.accounts.portal import organization_for
 from apps.core.actors import Actor
+from apps.core.paging import keyset_page
 from apps.core.scoping import organization_ids_under
 
 from . import execution, kinds, selectors, services
@@ -53,21 +53,7 @@ def _within(rows: QuerySet[ChangeRequest], organization: Organization) -> QueryS
 
 
 def _page(rows: QuerySet[ChangeRequest], before: str) -> tuple[list[ChangeRequest], str]:
-    """One keyset page, newest first, and the cursor of the next one ("" on the last)."""
-    at, _, pk = before.partition("_")
-    moment = parse_datetime(at) if at else None
-    if moment is not None:
-        try:
-            rows = rows.filter(
-                Q(created_at__lt=moment) | Q(created_at=moment, id__lt=uuid.UUID(pk))
-            )
-        except ValueError:
-            raise Http404("Bad cursor.") from None
-    found = list(rows[: PAGE_SIZE + 1])
-    if len(found) <= PAGE_SIZE:
-        return found, ""
-    last = found[PAGE_SIZE - 1]
-    return found[:PAGE_SIZE], f"{last.created_at.isoformat()}_{last.pk}"
+    return keyset_page(rows, before, field="created_at", size=PAGE_SIZE)
 
 
 @login_required

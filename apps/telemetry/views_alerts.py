@@ -16,15 +16,15 @@ from urllib.parse import urlencode
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.accounts.models import Organization
 from apps.accounts.portal import organization_for
 from apps.core.actors import Actor
+from apps.core.paging import keyset_page
 from apps.devices.access import access_device
 
 from .alerting import selectors, services
@@ -55,21 +55,7 @@ def _rows(actor: Actor, alerts: list[Alert]) -> list[dict[str, Any]]:
 
 
 def _page(alerts: QuerySet[Alert], before: str) -> tuple[list[Alert], str]:
-    """One keyset page, newest first, and the cursor of the next one ("" on the last)."""
-    at, _, pk = before.partition("_")
-    moment = parse_datetime(at) if at else None
-    if moment is not None:
-        try:
-            alerts = alerts.filter(
-                Q(opened_at__lt=moment) | Q(opened_at=moment, id__lt=uuid.UUID(pk))
-            )
-        except ValueError:
-            raise Http404("Bad cursor.") from None
-    rows = list(alerts[: PAGE_SIZE + 1])
-    if len(rows) <= PAGE_SIZE:
-        return rows, ""
-    last = rows[PAGE_SIZE - 1]
-    return rows[:PAGE_SIZE], f"{last.opened_at.isoformat()}_{last.pk}"
+    return keyset_page(alerts, before, field="opened_at", size=PAGE_SIZE)
 
 
 def _filtered(request: HttpRequest, organization: Organization) -> tuple[Any, QuerySet[Alert]]:
